@@ -1,0 +1,1 @@
+"""``judgefree demo``: placeholder, replaced below once the kernel exists."""
