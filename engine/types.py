@@ -70,8 +70,10 @@ class Completion:
 
     ``cond_logprobs[i]`` is log p_cond(token_ids[i]) under the seed model at temperature 1
     (the DPO reference log-prob); ``logprobs[i]`` is the log-probability under the
-    distribution the token was actually drawn from. ``error`` is set (and
-    ``finish_reason == "error"``) when this request failed; the others still finish.
+    distribution the token was actually drawn from. ``prompt_token_ids`` are the ids of the
+    conditional prompt exactly as the engine fed them (chat template applied, image
+    placeholder tokens expanded), so a trainer scores the very same sequence. ``error`` is
+    set (and ``finish_reason == "error"``) when this request failed; the others still finish.
     """
 
     request_id: str
@@ -84,6 +86,7 @@ class Completion:
     logprobs: list[float]
     seed: int = 0
     image_hash: str | None = None
+    prompt_token_ids: list[int] = field(default_factory=list)
     error: str | None = None
 
 

@@ -1,7 +1,8 @@
 """Philox-4x32-10 in PyTorch, bit-identical to Triton's ``tl.randint``.
 
-The sampling kernels draw their noise with ``tl.randint(seed, offset)`` where the 64-bit
-offset packs (step, token index). Reproducing that stream here lets the PyTorch reference
+The sampling kernels draw their noise with ``tl.randint4x(seed, offset)``: one Philox call
+gives four 32-bit words, used for four consecutive tokens; the 64-bit offset packs
+(step, token index // 4). Reproducing that stream here lets the PyTorch reference
 (and so the CPU path) pick the very same tokens as the kernel for the same seeds: results
 do not depend on the device. uint32 arithmetic is emulated in int64 with 16-bit halves.
 """
@@ -30,7 +31,8 @@ def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def philox_uint32(seeds: torch.Tensor, counter_lo: torch.Tensor, counter_hi: torch.Tensor) -> torch.Tensor:
-    """First output word of Philox-4x32-10, as Triton's ``randint(seed, offset)`` returns it.
+    """The four output words of Philox-4x32-10 as Triton's ``randint4x(seed, offset)``
+    returns them, stacked on a new last dimension.
 
     ``seeds`` int64 (the 64-bit key), counters broadcast against it; result int64 in
     [0, 2**32).
@@ -48,16 +50,18 @@ def philox_uint32(seeds: torch.Tensor, counter_lo: torch.Tensor, counter_hi: tor
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0 = (k0 + _KEY_A) & _MASK32
         k1 = (k1 + _KEY_B) & _MASK32
-    return c0
+    return torch.stack((c0, c1, c2, c3), dim=-1)
 
 
 def uniform_noise(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
     """[B, V] float32 uniforms in (0, 1), the same numbers the sampling kernels draw.
 
-    Token i of row b at decode step s uses counter (i, s) under key seeds[b]; the top 24
-    bits map to the open interval so that -log(u) is finite and positive.
+    Token i of row b at decode step s takes word i % 4 of Philox at counter (i // 4, s)
+    under key seeds[b]; the top 24 bits map to the open interval so that -log(u) is finite
+    and positive.
     """
-    index = torch.arange(vocab_size, dtype=torch.int64, device=seeds.device)
+    quads = torch.arange((vocab_size + 3) // 4, dtype=torch.int64, device=seeds.device)
     step_t = torch.full((), step, dtype=torch.int64, device=seeds.device)
-    bits = philox_uint32(seeds.to(torch.int64)[:, None], index[None, :], step_t)
+    words = philox_uint32(seeds.to(torch.int64)[:, None], quads[None, :], step_t)
+    bits = words.reshape(seeds.shape[0], -1)[:, :vocab_size]
     return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)

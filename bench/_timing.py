@@ -1,0 +1,71 @@
+"""Timing helpers shared by the benchmark scripts (bench/ is on sys.path when they run).
+
+GPU numbers are medians of CUDA-graph replays (launch overhead excluded, as the engine runs
+decode under CUDA graphs); CPU numbers are wall-clock medians and only mean something as
+ratios against a baseline timed in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def time_us(fn, device: torch.device, repeats: int = 20) -> float:
+    """Median microseconds per call: CUDA-graph replays on a GPU, wall clock on the CPU."""
+    if device.type != "cuda":
+        fn()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples) * 1e6
+    calls = 20
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) * 1e3 / calls)
+    return statistics.median(samples)
+
+
+def copy_bandwidth_gbs(device: torch.device, size_mib: int) -> float:
+    """Measured device copy bandwidth (bytes read + written per second)."""
+    src = torch.empty(size_mib * 2**20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / (time_us(lambda: dst.copy_(src), device, repeats=10) * 1e-6) / 1e9
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: never half a table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,86 @@
+"""``judgefree curate``: CLIP-score both responses of every pair sentence by sentence, swap
+chosen/rejected where chosen scores lower, sort by score difference into splits and keep some.
+
+Writes the curated pair store, ``histogram.png`` and a summary (also in the manifest).
+Rerunning resumes the scoring; changing only --splits/--keep/--keep-diff re-selects without
+re-scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _split_indices(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected split indices like 5 or 4,5; got {text!r}") from None
+
+
+def _diff_range(text: str) -> tuple[float, float]:
+    parts = text.replace(":", ",").split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a range LO:HI like 0.05:0.2; got {text!r}") from None
+    return lo, hi
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("curate", help="CLIP-verify, swap, split and select generated pairs",
+                              description=__doc__)
+    p.add_argument("--pairs", required=True, help="generated pair store (output of `judgefree generate`)")
+    p.add_argument("--out", required=True, help="curated pair store folder")
+    p.add_argument("--clip", default="ViT-L-14-336",
+                   help="open_clip model name, local-dir:PATH, or a model config .json (default ViT-L-14-336)")
+    p.add_argument("--clip-weights", default="openai",
+                   help="weights file, open_clip pretrained tag (default openai), or none (random init)")
+    p.add_argument("--clip-quick-gelu", action=argparse.BooleanOptionalAction, default=None,
+                   help="QuickGELU activations (OpenAI weights need them; default: as the pretrained tag says)")
+    p.add_argument("--score", choices=("clipscore", "cosine"), default="clipscore",
+                   help="per-sentence score: clipscore = 2.5*max(cos,0) (default) or cosine")
+    p.add_argument("--splits", type=int, default=10, help="number of splits by score difference (default 10)")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--keep", type=_split_indices, default=None,
+                      help="split index(es) to keep, 0 = smallest differences (default: all)")
+    keep.add_argument("--keep-diff", type=_diff_range, default=None, help="keep differences in LO:HI (inclusive)")
+    p.add_argument("--chunk-size", type=int, default=256, help="pairs scored per step (and per resume point)")
+    p.add_argument("--text-batch", type=int, default=256, help="texts per CLIP text-encoder batch")
+    p.add_argument("--image-batch", type=int, default=32, help="images per CLIP image-encoder batch")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--precision", default="auto", help="open_clip precision: fp32, fp16, bf16 (auto: fp16 on cuda)")
+    p.add_argument("--export-trl", default=None, metavar="FILE",
+                   help="also write the kept pairs as a TRL/datasets DPO Parquet file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from judgefree.curate.clip_score import ClipConfig, ClipScorer
+    from judgefree.curate.curation import curate_store, open_source
+    from judgefree.curate.selection import Selection, format_summary
+
+    open_source(args.pairs, args.out)  # a missing store or a wrong --out fails here, before CLIP loads
+    selection = Selection(splits=args.splits, keep_splits=args.keep, keep_diff=args.keep_diff)
+    weights = None if args.clip_weights.lower() in ("", "none") else args.clip_weights
+    config = ClipConfig(model=args.clip, weights=weights, kind=args.score, device=args.device,
+                        precision=args.precision, quick_gelu=args.clip_quick_gelu,
+                        text_batch=args.text_batch, image_batch=args.image_batch)
+    scorer = ClipScorer.load(config)
+    report = curate_store(args.pairs, args.out, scorer, selection, clip_settings=config.to_manifest(),
+                          chunk_size=args.chunk_size, progress=not args.no_progress)
+    print(format_summary(report.summary))
+    print(f"curated store: {report.store}  histogram: {report.histogram}  "
+          f"({report.newly_scored} pairs scored now, {report.seconds:.1f} s)")
+    if report.skipped:
+        print(f"{len(report.skipped)} pairs skipped:", file=sys.stderr)
+        for entry in report.skipped:
+            print(f"  {entry['image']}: {entry['reason']}", file=sys.stderr)
+    if args.export_trl:
+        from judgefree.curate.export import export_trl
+
+        rows = export_trl(report.store, args.export_trl)
+        print(f"TRL export: {rows} pairs -> {args.export_trl}")
+    return 0

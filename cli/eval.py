@@ -1,0 +1,108 @@
+"""``judgefree eval``: hallucination evaluation (CHAIR on Object HalBench style answers).
+
+``eval run`` answers a question file with the engine, ``eval chair`` scores the answers
+against COCO annotations, ``eval compare`` prints two models' scores side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="hallucination evaluation: CHAIR / Object HalBench",
+        description="Generate Object HalBench answers, score them with CHAIR, compare two models.")
+    parser.set_defaults(func=lambda args: parser.print_help())
+    actions = parser.add_subparsers(dest="eval_action", metavar="ACTION")
+
+    chair = actions.add_parser(
+        "chair", help="CHAIRs / CHAIRi / recall of a captions file",
+        description="CHAIR (Rohrbach et al., 2018) of generated captions against COCO instance "
+        "annotations and reference captions.")
+    chair.add_argument("--captions", required=True, help="captions JSONL (image_id + caption)")
+    chair.add_argument("--coco-annotations", required=True, metavar="DIR",
+                       help="folder with COCO instances_*.json and captions_*.json")
+    chair.add_argument("--out", help="result JSON with per-caption detail "
+                       "(default: CAPTIONS with the suffix .chair.json)")
+    chair.add_argument("--caption-key", help="field holding the text (default: caption, answer, text "
+                       "or response, the first present)")
+    chair.add_argument("--gt-cache", metavar="FILE",
+                       help="JSON cache of ground-truth objects per image (speeds up reruns)")
+    chair.set_defaults(func=_chair)
+
+    run = actions.add_parser(
+        "run", help="answer an Object HalBench question file with the engine",
+        description="Generate answers (greedy by default); rerunning resumes where it stopped.")
+    run.add_argument("--model", required=True, help="model folder (Hugging Face layout)")
+    run.add_argument("--questions", required=True, help="question JSONL (image_id, question)")
+    run.add_argument("--images", metavar="DIR", help="image folder (COCO file names); not needed "
+                     "when the question file embeds its images")
+    run.add_argument("--out", required=True, help="answers JSONL (written after every batch)")
+    run.add_argument("--max-new-tokens", type=int, default=512)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    run.add_argument("--device", default=None, help="cpu or cuda (default: the engine's choice)")
+    run.set_defaults(func=_run)
+
+    compare = actions.add_parser(
+        "compare", help="two models' CHAIR side by side",
+        description="Print two CHAIR results (or two captions files, scored on the spot) side by side.")
+    compare.add_argument("first", help="CHAIR result JSON or captions JSONL (e.g. the seed model)")
+    compare.add_argument("second", help="CHAIR result JSON or captions JSONL (e.g. the improved model)")
+    compare.add_argument("--names", nargs=2, metavar=("FIRST", "SECOND"), help="column names")
+    compare.add_argument("--coco-annotations", metavar="DIR", help="needed to score captions files")
+    compare.add_argument("--gt-cache", metavar="FILE")
+    compare.set_defaults(func=_compare)
+
+
+def _chair(args: argparse.Namespace) -> int:
+    from judgefree.evaluation.chair import evaluate_captions
+    from judgefree.evaluation.records import read_records, write_json_atomic
+
+    report = evaluate_captions(read_records(args.captions, "caption"), args.coco_annotations,
+                               caption_key=args.caption_key, cache_path=args.gt_cache)
+    out = Path(args.out) if args.out else Path(args.captions).with_suffix(".chair.json")
+    write_json_atomic(out, report.to_json())
+    m = report.metrics
+    print(f"CHAIRs {100 * m.chair_s:.1f}%  CHAIRi {100 * m.chair_i:.1f}%  recall {100 * m.recall:.1f}%"
+          f"  ({m.captions} captions, {m.mentions} object mentions, "
+          f"{m.hallucinated_mentions} hallucinated, {m.truncated_captions} truncated)")
+    if m.skipped_errors:
+        print(f"skipped {m.skipped_errors} failed generation(s)", file=sys.stderr)
+    print(f"wrote {out}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from judgefree.evaluation import halbench
+
+    settings = halbench.RunSettings(str(Path(args.model).resolve()), args.max_new_tokens,
+                                    args.batch_size, args.temperature, args.seed)
+    questions = halbench.load_questions(args.questions, args.images)
+    _, todo = halbench.pending_questions(questions, args.out, settings.model)
+    if not todo:
+        print(f"all {len(questions)} questions already answered in {args.out}")
+        return 0
+    engine = halbench.load_engine(args.model, dtype=args.dtype, device=args.device)
+    summary = halbench.run_benchmark(engine, questions, args.out, settings,
+                                     progress=sys.stderr.isatty())
+    print(f"answered {summary.generated}, already there {summary.skipped}, failed "
+          f"{len(summary.failed)}; wrote {args.out}")
+    for question_id, error in summary.failed:
+        print(f"question {question_id!r} failed: {error}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from judgefree.evaluation.compare import format_comparison, load_metrics
+
+    names = tuple(args.names) if args.names else (Path(args.first).stem, Path(args.second).stem)
+    first = load_metrics(args.first, args.coco_annotations, args.gt_cache)
+    second = load_metrics(args.second, args.coco_annotations, args.gt_cache)
+    print(format_comparison(names, first, second))
+    return 0

@@ -1,0 +1,192 @@
+"""Generate answers to an Object HalBench question file with the engine, for CHAIR scoring.
+
+A question file is JSONL with ``image_id`` and ``question`` (``text`` / ``prompt`` also
+accepted), an optional ``question_id`` (else the line number) and an optional ``image``: a
+file name, a path, or the image itself in base64 (as the released Object HalBench file has
+it). Without ``image`` the picture is looked up by id in the images folder under the usual
+COCO names. The output JSONL is rewritten atomically after every batch; a rerun skips the
+question ids it already holds, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .records import read_records, write_jsonl_atomic
+
+QUESTION_KEYS = ("question", "text", "prompt")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class GenerationEngine(Protocol):
+    def generate(self, requests: list) -> list: ...
+
+
+@dataclass(slots=True)
+class Question:
+    question_id: Any
+    image_id: Any
+    question: str
+    image: Path | bytes  # a file, or encoded image bytes from the question file
+
+
+@dataclass(slots=True)
+class RunSettings:
+    model: str
+    max_new_tokens: int = 512
+    batch_size: int = 8
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(slots=True)
+class RunSummary:
+    generated: int
+    skipped: int
+    failed: list[tuple[Any, str]]
+
+
+def load_questions(path: str | Path, images_dir: str | Path | None) -> list[Question]:
+    """Parse the question file and find every image now, before any model is loaded."""
+    folder = Path(images_dir) if images_dir is not None else None
+    if folder is not None and not folder.is_dir():
+        raise NotADirectoryError(f"--images is not a folder: {folder}")
+    questions, seen = [], set()
+    for index, record in enumerate(read_records(path, "question")):
+        question_id = record.get("question_id", index)
+        if str(question_id) in seen:
+            raise ValueError(f"question file {path}: question_id {question_id!r} appears twice")
+        seen.add(str(question_id))
+        text = next((record[k] for k in QUESTION_KEYS if isinstance(record.get(k), str)), None)
+        if text is None:
+            raise ValueError(f"question {question_id!r} has no {'/'.join(QUESTION_KEYS)} text")
+        if "image_id" not in record:
+            raise ValueError(f"question {question_id!r} has no 'image_id'")
+        image = _find_image(record, folder, question_id)
+        questions.append(Question(question_id, record["image_id"], text, image))
+    if not questions:
+        raise ValueError(f"question file {path} holds no questions")
+    return questions
+
+
+def _find_image(record: dict, folder: Path | None, question_id: Any) -> Path | bytes:
+    given = record.get("image", record.get("image_path"))
+    if isinstance(given, str) and given:
+        if len(given) > 1024:  # far too long for a file name: the image inline, base64-encoded
+            try:
+                return base64.b64decode(given, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"question {question_id!r}: 'image' is neither a file name nor base64") from None
+        for candidate in (folder / given if folder else None, Path(given)):
+            if candidate is not None and candidate.is_file():
+                return candidate
+        where = f" in {folder}" if folder else ""
+        raise FileNotFoundError(f"question {question_id!r}: image {given!r} not found{where}")
+    if folder is None:
+        raise ValueError(f"question {question_id!r}: no image in the question file; pass --images DIR")
+    for name in _coco_names(record["image_id"]):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"question {question_id!r}: no image for image_id {record['image_id']!r} in {folder}")
+
+
+def _coco_names(image_id: Any) -> list[str]:
+    stems = [str(image_id)]
+    if isinstance(image_id, int) or (isinstance(image_id, str) and image_id.isdigit()):
+        number = int(image_id)
+        stems += [f"{number:012d}", f"COCO_val2014_{number:012d}", f"COCO_train2014_{number:012d}"]
+    return [stem + suffix for stem in stems for suffix in IMAGE_SUFFIXES] + [str(image_id)]
+
+
+def _open_image(image: Path | bytes) -> Any:
+    if isinstance(image, Path):
+        return image
+    from PIL import Image
+
+    return Image.open(io.BytesIO(image)).convert("RGB")
+
+
+def pending_questions(questions: list[Question], out_path: str | Path,
+                      model: str) -> tuple[list[dict[str, Any]], list[tuple[int, Question]]]:
+    """Answers already in ``out_path`` and the (position, question) pairs still to answer."""
+    out = Path(out_path)
+    done = read_records(out, "answers") if out.exists() else []
+    for record in done:
+        if record.get("model") not in (None, model):
+            raise ValueError(f"{out} holds answers from model {record.get('model')!r}, not "
+                             f"{model!r}: pass a new --out")
+    answered = {str(r.get("question_id")) for r in done}
+    todo = [(i, q) for i, q in enumerate(questions) if str(q.question_id) not in answered]
+    return done, todo
+
+
+def run_benchmark(engine: GenerationEngine, questions: list[Question], out_path: str | Path,
+                  settings: RunSettings, progress: bool = True) -> RunSummary:
+    """Answer every question not yet in ``out_path`` (greedy when temperature is 0)."""
+    from tqdm import tqdm
+
+    from judgefree.engine.types import Request, SamplingParams
+
+    done, todo = pending_questions(questions, out_path, settings.model)
+    sampling = SamplingParams(temperature=settings.temperature)
+    failed: list[tuple[Any, str]] = []
+    batches = range(0, len(todo), settings.batch_size)
+    for start in tqdm(batches, desc="eval run", unit="batch", disable=not progress):
+        batch = todo[start : start + settings.batch_size]
+        requests = [
+            Request(prompt=q.question, image=_open_image(q.image), sampling=sampling,
+                    max_new_tokens=settings.max_new_tokens, seed=settings.seed + index,
+                    request_id=str(q.question_id))
+            for index, q in batch
+        ]
+        completions = engine.generate(requests)
+        if len(completions) != len(requests):
+            raise RuntimeError(f"engine returned {len(completions)} completions for {len(requests)} requests")
+        for (_, question), completion in zip(batch, completions):
+            if completion.request_id not in (None, "", str(question.question_id)):
+                raise RuntimeError(f"engine answered request {completion.request_id!r} in the place of "
+                                   f"{question.question_id!r}: completions must keep the requests' order")
+            if completion.finish_reason == "error":
+                failed.append((question.question_id, completion.error or "unknown error"))
+                continue  # not written: a rerun tries it again
+            done.append(_answer_record(question, completion, settings))
+        write_jsonl_atomic(out_path, done)
+    return RunSummary(len(todo) - len(failed), len(questions) - len(todo), failed)
+
+
+def _answer_record(question: Question, completion: Any, settings: RunSettings) -> dict[str, Any]:
+    return {
+        "question_id": question.question_id,
+        "image_id": question.image_id,
+        "question": question.question,
+        "caption": completion.text,
+        "finish_reason": completion.finish_reason,
+        "truncated": completion.finish_reason == "length",
+        "num_tokens": len(completion.token_ids),
+        "model": settings.model,
+        "temperature": settings.temperature,
+        "max_new_tokens": settings.max_new_tokens,
+    }
+
+
+def load_engine(model: str | Path, dtype: str = "auto", device: str | None = None) -> GenerationEngine:
+    """The real engine (imported here: it pulls in torch and the model code)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--model folder not found: {folder}")
+    from judgefree.engine import Engine
+
+    return Engine.from_pretrained(str(folder), dtype=dtype, device=device)

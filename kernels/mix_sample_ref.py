@@ -1,0 +1,118 @@
+"""PyTorch reference for ``mix_sample``: the exact semantics, also the CPU path.
+
+Readable rather than fast: it materialises the [B, V] distribution and sorts it to find the
+top-k / top-p thresholds. It draws the same Philox noise as the Triton kernel, so both pick
+the same tokens for the same seeds (up to floating-point near-ties).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .philox import uniform_noise
+
+# Per-row bad-input flags; the Triton kernel sets the same bits.
+FLAG_C_NONFINITE = 1  # NaN or +inf in logits_c
+FLAG_U_NONFINITE = 2  # NaN or +inf in logits_u (rows that use it)
+FLAG_C_EMPTY = 4  # logits_c has no finite entry
+FLAG_U_EMPTY = 8  # logits_u has no finite entry (mix rows that use it)
+FLAG_U_NEG_INF_KEPT = 16  # contrast: logits_u is -inf at a token the plausibility cut keeps
+
+
+def row_flags(logits_c, logits_u, weight_u, mode: str, beta: float) -> torch.Tensor:
+    """int32 [B] bad-input flags (see FLAG_*); ``weight_u`` is h (mix) or alpha (contrast)."""
+    c = logits_c.float()
+    flags = torch.zeros(c.shape[0], dtype=torch.int32, device=c.device)
+    flags |= torch.where((torch.isnan(c) | (c == math.inf)).any(-1), FLAG_C_NONFINITE, 0).int()
+    flags |= torch.where((c == -math.inf).all(-1), FLAG_C_EMPTY, 0).int()
+    if logits_u is None:
+        return flags
+    use_u = weight_u > 0
+    u = logits_u.float()
+    bad_u = (torch.isnan(u) | (u == math.inf)).any(-1) & use_u
+    flags |= torch.where(bad_u, FLAG_U_NONFINITE, 0).int()
+    if mode == "mix":
+        flags |= torch.where((u == -math.inf).all(-1) & use_u, FLAG_U_EMPTY, 0).int()
+    else:
+        kept = c >= c.max(-1, keepdim=True).values + math.log(beta)
+        neg_inf_kept = (kept & (u == -math.inf)).any(-1) & use_u
+        flags |= torch.where(neg_inf_kept, FLAG_U_NEG_INF_KEPT, 0).int()
+    return flags
+
+
+def unfiltered_probs(logits_c, logits_u, h, temperature, *, mode="mix", alpha=None, beta=0.1):
+    """[B, V] fp32 distribution before top-k/top-p (temperature 0 counts as 1).
+
+    mix: (1-h) softmax(l_c/T) + h softmax(l_u/T). contrast: softmax(((1+a) l_c - a l_u)/T)
+    over the tokens with l_c >= max l_c + log(beta), zero elsewhere.
+    """
+    c = logits_c.float()
+    inv_t = 1.0 / torch.where(temperature > 0, temperature, torch.ones_like(temperature))[:, None]
+    weight = (h if mode == "mix" else alpha).float()[:, None]
+    use_u = weight > 0
+    # Rows that do not use the unconditional path may hold garbage there: never read it.
+    u = torch.where(use_u, logits_u.float(), 0.0) if logits_u is not None else None
+    if mode == "mix":
+        p = (1 - weight) * torch.softmax(c * inv_t, -1)
+        if u is not None:
+            p = p + torch.where(use_u, weight * torch.softmax(u * inv_t, -1), 0.0)
+        return p
+    kept = c >= c.max(-1, keepdim=True).values + math.log(beta)
+    z = torch.where(use_u, (1 + weight) * c - weight * u, c) if u is not None else c
+    return torch.softmax(torch.where(kept, z * inv_t, -math.inf), -1)
+
+
+def filter_mask(p: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """bool [B, V]: tokens that survive top-k, then top-p on the renormalised rest.
+
+    top-k keeps p >= the k-th largest p (ties kept); top-p keeps the smallest set of most
+    probable tokens whose mass reaches top_p of the top-k mass (ties at the edge kept).
+    Tokens with p == 0 never survive.
+    """
+    vocab = p.shape[-1]
+    keep = p > 0
+    use_k = (top_k > 0) & (top_k < vocab)
+    if bool(use_k.any()):
+        k = top_k.clamp(1, vocab).long()
+        largest = p.topk(int(k[use_k].max()), -1).values  # no full sort: only up to the largest k
+        kth = largest.gather(1, (k.clamp(max=largest.shape[-1]) - 1)[:, None])
+        keep = keep & torch.where(use_k[:, None], p >= kth, True)
+    use_p = top_p < 1
+    if bool(use_p.any()):
+        p_k = torch.where(keep, p, 0.0)
+        sorted_pk = p_k.sort(-1, descending=True).values
+        # float64 sums: with ~1e5 tokens, fp32 cumsum error is the size of a tail token's mass
+        target = top_p.double()[:, None] * p_k.double().sum(-1, keepdim=True)
+        cut = (sorted_pk.double().cumsum(-1) < target).sum(-1, keepdim=True).clamp(max=vocab - 1)
+        tau = sorted_pk.gather(1, cut)
+        keep = keep & torch.where(use_p[:, None], p_k >= tau, True)
+    return keep
+
+
+def final_distribution(logits_c, logits_u, h, temperature, top_k, top_p, *, mode="mix", alpha=None, beta=0.1):
+    """[B, V] fp32: the exact distribution each row's token is drawn from (greedy rows: the
+    distribution whose argmax is taken)."""
+    p = unfiltered_probs(logits_c, logits_u, h, temperature, mode=mode, alpha=alpha, beta=beta)
+    p = torch.where(filter_mask(p, top_k, top_p), p, 0.0)
+    return p / p.sum(-1, keepdim=True)
+
+
+def mix_sample_reference(logits_c, logits_u, h, temperature, top_k, top_p, seeds, step, *,
+                         mode="mix", alpha=None, beta=0.1):
+    """(tokens int64 [B], logprobs fp32 [B], cond_logprobs fp32 [B]); per-row parameters are
+    tensors [B]. Sampled rows take argmax p_i / E_i with E_i = -log(u_i) (an exponential
+    race: exact sampling without a sort), greedy rows argmax p_i (first index on ties)."""
+    p = unfiltered_probs(logits_c, logits_u, h, temperature, mode=mode, alpha=alpha, beta=beta)
+    keep = filter_mask(p, top_k, top_p)
+    key = p
+    if bool((temperature > 0).any()):
+        exp_noise = -torch.log(uniform_noise(seeds, step, p.shape[-1]))
+        key = torch.where((temperature > 0)[:, None], p / exp_noise, p)
+    tokens = torch.where(keep, key, -1.0).argmax(-1)
+    kept_mass = torch.where(keep, p, 0.0).sum(-1)
+    p_token = p.gather(1, tokens[:, None]).squeeze(1)
+    logprobs = torch.log(p_token) - torch.log(kept_mass)
+    cond = torch.log_softmax(logits_c.float(), -1).gather(1, tokens[:, None]).squeeze(1)
+    return tokens, logprobs, cond

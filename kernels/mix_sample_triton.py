@@ -1,0 +1,269 @@
+"""Triton kernel for ``mix_sample``: one program per row, one launch per call.
+
+Passes over the row (each re-reads the logits; nothing [B, V] is written):
+  1. statistics: online max / sum-exp of each path (and of l_c at temperature 1 for
+     ``cond_logprobs``), plus bad-input flags; contrast mode adds a pass for the contrast
+     logits restricted to the plausible tokens;
+  2. only when top-k / top-p are active: an exact threshold search on the fp32 bit pattern
+     of p (monotone for p >= 0), NUM_PIVOTS candidate thresholds per pass, the bracket then
+     shrunk to the data range of the chosen bucket (at most ~8 passes, usually 2-4);
+  3. the draw: an exponential race argmax_i p_i / E_i (E_i = -log u_i, u from Philox keyed
+     by (seed, step, i // 4), four tokens per call) over the kept tokens, which is an exact sample without a sort, and
+     the kept mass for the returned log-probability.
+Semantics: docs/mix_sample.md and the reference in mix_sample_ref.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._backend import triton_interpreting
+
+NUM_PIVOTS = 16
+# GPU launch configuration: streaming passes move 4096-token blocks; the search works on
+# [NUM_PIVOTS, 1024] tiles, small enough to stay in registers with 8 warps.
+GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 4096, 1024, 8
+MAX_SEARCH_PASSES = 40  # a safety cap: a valid row needs at most ceil(31 / log2(NUM_PIVOTS)) passes
+
+
+@triton.jit
+def _online_update(m, s, x):
+    """Fold block ``x`` into a running (max, sum of exp(x - max)); -inf-safe."""
+    m_new = tl.maximum(m, tl.max(x, 0))
+    m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)
+    s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe), 0)
+    return m_new, s
+
+
+@triton.jit
+def _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, CONTRAST: tl.constexpr):
+    """Unfiltered p for a block (fp32). mix: scale_c = (1-h)/Z_c, scale_u = h/Z_u;
+    contrast: scale_c = 1/Z_z over the plausible tokens (l_c >= cut)."""
+    if CONTRAST:
+        z = tl.where(use_u, (1.0 + weight) * c - weight * u, c)
+        p = tl.where(c >= cut, scale_c * tl.exp(z * inv_t - max_c), 0.0)
+    else:
+        p = scale_c * tl.exp(c * inv_t - max_c)
+        p += tl.where(use_u, scale_u * tl.exp(u * inv_t - max_u), 0.0)
+    return p
+
+
+@triton.jit
+def _exponential_noise(seed, step_hi, start, BLOCK: tl.constexpr):
+    """-log(u) for tokens start..start+BLOCK-1: word i % 4 of Philox at counter
+    (i // 4, step), as ``philox.uniform_noise`` computes it (start is a multiple of 4)."""
+    quad = (start // 4 + tl.arange(0, BLOCK // 4)).to(tl.int64) | step_hi
+    w0, w1, w2, w3 = tl.randint4x(seed, quad)
+    words = tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), [BLOCK])  # w0 w1 w2 w3 per quad
+    uniform = ((words.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+    return -tl.log(uniform)
+
+
+@triton.jit
+def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
+                      inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
+                      CONTRAST: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr,
+                      MAX_PASSES: tl.constexpr):
+    """Bit pattern of tau = max{t : count(p >= t) >= need_count and
+    mass(p >= t) >= mass_frac * mass(p >= lo)}, searched in [lo, hi) (lo satisfies it).
+
+    tau is always one of the p values. Each pass counts and sums p at NUM_PIVOTS thresholds
+    spread over [lo, hi) and records the data range inside each bucket; the next bracket is
+    the data range of the bucket holding tau, so the search ends when that bucket holds a
+    single distinct value.
+    """
+    pivot = tl.arange(0, NUM_PIVOTS).to(tl.int64)
+    target = -1.0
+    passes = 0
+    while (lo + 1 < hi) & (passes < MAX_PASSES):
+        width = (hi - lo).to(tl.int64)
+        t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)
+        t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)
+        count = tl.zeros([NUM_PIVOTS], dtype=tl.int32)
+        mass = tl.zeros([NUM_PIVOTS], dtype=tl.float32)
+        bucket_min = tl.full([NUM_PIVOTS], 2147483647, dtype=tl.int32)
+        bucket_max = tl.full([NUM_PIVOTS], -1, dtype=tl.int32)
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            in_row = offs < V
+            c = tl.load(c_row + offs, mask=in_row, other=-float("inf")).to(tl.float32)
+            u = tl.load(u_row + offs, mask=offs < u_len, other=-float("inf")).to(tl.float32)
+            p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, CONTRAST)
+            bits = p.to(tl.int32, bitcast=True)
+            # [NUM_PIVOTS, BLOCK], reduced along the block: the interpreter (numpy) then sums
+            # pairwise, as accurately as the GPU's tree reduction
+            at_or_above = (bits[None, :] >= t[:, None]) & in_row[None, :]
+            count += tl.sum(at_or_above.to(tl.int32), 1)
+            mass += tl.sum(tl.where(at_or_above, p[None, :], 0.0), 1)
+            in_bucket = at_or_above & (bits[None, :] < t_next[:, None])
+            bucket_min = tl.minimum(bucket_min, tl.min(tl.where(in_bucket, bits[None, :], 2147483647), 1))
+            bucket_max = tl.maximum(bucket_max, tl.max(tl.where(in_bucket, bits[None, :], -1), 1))
+        # The mass target is fixed by the first pass: mass(p >= initial lo), the largest entry.
+        target = tl.where(target < 0, mass_frac * tl.max(mass, 0), target)
+        holds = (count >= need_count) & (mass >= target)  # true for a prefix of the pivots
+        chosen = pivot == (tl.sum(holds.to(tl.int32), 0) - 1)
+        lo = tl.sum(tl.where(chosen, bucket_min, 0), 0)
+        hi = tl.sum(tl.where(chosen, bucket_max, 0), 0) + 1
+        passes += 1
+    return lo
+
+
+@triton.jit(do_not_specialize=["step"])
+def _mix_sample_kernel(
+    c_ptr, u_ptr, stride_c, stride_u,
+    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step, log_beta,
+    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
+    V,
+    HAS_U: tl.constexpr, CONTRAST: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_SEARCH: tl.constexpr, NUM_PIVOTS: tl.constexpr,
+    MAX_PASSES: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    c_row = c_ptr + row * stride_c
+    u_row = u_ptr + row * stride_u
+    weight = tl.load(weight_ptr + row)  # h (mix) or alpha (contrast)
+    temp = tl.load(temp_ptr + row)
+    greedy = temp == 0.0
+    inv_t = 1.0 / tl.where(greedy, 1.0, temp)
+    if HAS_U:
+        use_u = weight > 0.0
+    else:
+        use_u = weight > float("inf")  # never true: there is no unconditional path
+    # Rows that do not use the unconditional path never load it: its load bound is 0.
+    u_len = tl.where(use_u, V, 0)
+    NEG_INF: tl.constexpr = -float("inf")
+
+    # ---- pass 1: per-path statistics and bad-input flags (bits as FLAG_* in mix_sample_ref)
+    max_ct = NEG_INF  # l_c / T
+    sum_ct = 0.0
+    max_c1 = NEG_INF  # l_c at T = 1 (cond_logprobs, plausibility cut)
+    sum_c1 = 0.0
+    max_ut = NEG_INF
+    sum_ut = 0.0
+    flags = 0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        in_row = offs < V
+        c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
+        flags |= tl.where(tl.sum(((c != c) | (c == float("inf"))).to(tl.int32), 0) > 0, 1, 0)
+        max_ct, sum_ct = _online_update(max_ct, sum_ct, c * inv_t)
+        max_c1, sum_c1 = _online_update(max_c1, sum_c1, c)
+        if not CONTRAST:
+            u = tl.load(u_row + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
+            flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, 2, 0)
+            max_ut, sum_ut = _online_update(max_ut, sum_ut, u * inv_t)
+    flags |= tl.where(max_c1 == NEG_INF, 4, 0)
+    cut = max_c1 + log_beta
+    if CONTRAST:
+        # contrast logits over the plausible tokens; needs max l_c first, hence its own pass
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            in_row = offs < V
+            c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
+            u = tl.load(u_row + offs, mask=offs < u_len, other=0.0).to(tl.float32)
+            flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, 2, 0)
+            kept = c >= cut
+            flags |= tl.where(use_u & (tl.sum((kept & (u == NEG_INF)).to(tl.int32), 0) > 0), 16, 0)
+            z = tl.where(use_u, (1.0 + weight) * c - weight * u, c)
+            max_ut, sum_ut = _online_update(max_ut, sum_ut, tl.where(kept, z * inv_t, NEG_INF))
+        scale_c = 1.0 / sum_ut
+        max_c = max_ut
+        scale_u = 0.0
+        max_u = 0.0
+    else:
+        flags |= tl.where(use_u & (max_ut == NEG_INF), 8, 0)
+        scale_c = (1.0 - weight) / sum_ct
+        max_c = max_ct
+        scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
+        max_u = tl.where(use_u, max_ut, 0.0)
+    tl.store(flags_ptr + row, flags)
+
+    # ---- pass 2: top-k, then top-p on the renormalised rest ----------------------------
+    # p <= scale_c + scale_u (every exp term is <= 1): an upper bracket for the search.
+    hi = (scale_c + scale_u).to(tl.int32, bitcast=True) + 1
+    tau = hi * 0  # bit pattern of 0.0: keep everything
+    top_k = tl.load(top_k_ptr + row)
+    if (top_k > 0) & (top_k < V):
+        tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k, top_k * 0.0,
+                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
+                                CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
+    top_p = tl.load(top_p_ptr + row)
+    if top_p < 1.0:
+        tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k * 0, top_p,
+                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
+                                CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
+
+    # ---- pass 3: the draw over the kept tokens -----------------------------------------
+    seed = tl.load(seed_ptr + row)
+    step_hi = step.to(tl.int64) << 32
+    best_key = -1.0
+    best_index = 0
+    best_p = 0.0
+    kept_mass = 0.0
+    for start in range(0, V, BLOCK):
+        local = tl.arange(0, BLOCK)
+        offs = start + local
+        in_row = offs < V
+        c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
+        u = tl.load(u_row + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
+        p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, CONTRAST)
+        keep = in_row & (p.to(tl.int32, bitcast=True) >= tau) & (p > 0.0)
+        kept_mass += tl.sum(tl.where(keep, p, 0.0), 0)
+        key = p
+        if temp != 0.0:
+            key = p / _exponential_noise(seed, step_hi, start, BLOCK)
+        key = tl.where(keep, key, -1.0)
+        block_best = tl.max(key, 0)
+        block_arg = tl.argmax(key, 0)
+        better = block_best > best_key  # strict: the earliest block wins ties
+        best_key = tl.where(better, block_best, best_key)
+        best_index = tl.where(better, start + block_arg, best_index)
+        best_p = tl.where(better, tl.sum(tl.where(local == block_arg, p, 0.0), 0), best_p)
+
+    c_token = tl.load(c_row + best_index).to(tl.float32)
+    tl.store(tokens_ptr + row, best_index.to(tl.int64))
+    tl.store(logprobs_ptr + row, tl.log(best_p) - tl.log(kept_mass))
+    tl.store(cond_ptr + row, c_token - (max_c1 + tl.log(sum_c1)))
+
+
+def _block_sizes(vocab: int) -> tuple[int, int, int]:
+    """(streaming block, search block, num_warps). The interpreter's cost grows with the
+    number of block iterations, so it gets whole-row blocks."""
+    if triton_interpreting():
+        block = min(triton.next_power_of_2(vocab), 65536)
+        return block, block, 4
+    return GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS
+
+
+def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, step, *,
+                      contrast: bool, beta: float):
+    """Launch the kernel; per-row parameters are contiguous [B] tensors on the logits' device.
+    Returns (tokens, logprobs, cond_logprobs, flags)."""
+    batch, vocab = logits_c.shape
+    if logits_c.stride(1) != 1:
+        logits_c = logits_c.contiguous()
+    if logits_u is not None and logits_u.stride(1) != 1:
+        logits_u = logits_u.contiguous()
+    device = logits_c.device
+    tokens = torch.empty(batch, dtype=torch.int64, device=device)
+    logprobs = torch.empty(batch, dtype=torch.float32, device=device)
+    cond = torch.empty(batch, dtype=torch.float32, device=device)
+    flags = torch.empty(batch, dtype=torch.int32, device=device)
+    has_u = logits_u is not None
+    u = logits_u if has_u else logits_c
+    block, block_search, num_warps = _block_sizes(vocab)
+    _mix_sample_kernel[(batch,)](
+        logits_c, u, logits_c.stride(0), u.stride(0),
+        weight_u, temperature, top_k, top_p, seeds, step, math.log(beta),
+        tokens, logprobs, cond, flags,
+        vocab,
+        HAS_U=has_u, CONTRAST=contrast,
+        BLOCK=block, BLOCK_SEARCH=block_search, NUM_PIVOTS=NUM_PIVOTS,
+        MAX_PASSES=MAX_SEARCH_PASSES, num_warps=num_warps,
+    )
+    return tokens, logprobs, cond, flags
+
