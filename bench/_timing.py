@@ -57,6 +57,16 @@ def copy_bandwidth_gbs(device: torch.device, size_mib: int) -> float:
     return 2 * src.numel() / (time_us(lambda: dst.copy_(src), device, repeats=10) * 1e-6) / 1e9
 
 
+def synced(fn):
+    """``fn`` followed by a device sync, so that pytest-benchmark times finished GPU work."""
+    def call():
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return out
+    return call
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
 

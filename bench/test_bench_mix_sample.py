@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _timing import synced
 from mix_sample import baseline_mix_sample  # bench/mix_sample.py
 
 from judgefree.kernels.mix_sample import mix_sample
@@ -25,13 +26,6 @@ def _inputs():
     return c, u, torch.rand(BATCH, generator=gen).to(DEVICE)
 
 
-def _synced(fn):
-    def call():
-        out = fn()
-        if ON_GPU:
-            torch.cuda.synchronize()
-        return out
-    return call
 
 
 @pytest.mark.parametrize("top_p", [0.9, 1.0])
@@ -43,5 +37,5 @@ def test_bench_mix_sample(benchmark, impl, top_p):
         fn = lambda: mix_sample(c, u, h, seeds=seeds, step=0, top_p=top_p, validate=False)  # noqa: E731
     else:
         fn = lambda: baseline_mix_sample(c, u, h, top_p)  # noqa: E731
-    tokens = benchmark(_synced(fn))[0]
+    tokens = benchmark(synced(fn))[0]
     assert tokens.shape == (BATCH,) and (tokens >= 0).all() and (tokens < VOCAB).all()

@@ -16,6 +16,7 @@ ON_GPU = torch.cuda.is_available()
 if not ON_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from _timing import synced  # noqa: E402
 from paged_attention import gather_sdpa_decode, make_inputs  # noqa: E402  (bench/paged_attention.py)
 
 from judgefree.kernels.paged_attention import paged_decode_attention, paged_prefill_attention  # noqa: E402
@@ -25,14 +26,6 @@ DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 SHAPE = (16, 700, 32, 32, 128, torch.bfloat16) if ON_GPU else (4, 128, 4, 4, 64, torch.float32)
 
 
-def _synced(fn):
-    def call():
-        out = fn()
-        if ON_GPU:
-            torch.cuda.synchronize()
-        return out
-
-    return call
 
 
 def _decode_inputs():
@@ -50,7 +43,7 @@ def test_bench_paged_decode(benchmark, impl):
         fn = lambda: gather_sdpa_decode(q, k_cache, v_cache, tables, lens, scale)  # noqa: E731
     else:
         fn = lambda: paged_decode_attention(q, k_cache, v_cache, tables, lens, scale=scale, backend=impl)  # noqa: E731
-    out = benchmark(_synced(fn))
+    out = benchmark(synced(fn))
     assert out.shape == q.shape and out.isfinite().all()
 
 
@@ -64,5 +57,5 @@ def test_bench_paged_prefill(benchmark, impl):
     packed = torch.randn(batch * context, q.shape[1], q.shape[2], generator=torch.Generator().manual_seed(1)).to(DEVICE, q.dtype)
     cu = torch.arange(batch + 1, dtype=torch.int32, device=DEVICE) * context
     fn = lambda: paged_prefill_attention(packed, k_cache, v_cache, tables, cu, lens, backend=impl)  # noqa: E731
-    out = benchmark(_synced(fn))
+    out = benchmark(synced(fn))
     assert out.shape == packed.shape and out.isfinite().all()
