@@ -159,6 +159,8 @@ def _check_params(h, temperature, top_k, top_p, alpha) -> None:
         (top_p, ~((top_p > 0) & (top_p <= 1)), "top_p must lie in (0, 1]"),
         (alpha, ~((alpha >= 0) & torch.isfinite(alpha)), "alpha must be finite and >= 0"),
     )
+    if not bool(torch.stack([bad for _, bad, _ in checks]).any()):  # one device sync when all is well
+        return
     for values, bad, message in checks:
         row = _first_bad_row(bad)
         if row is not None:
