@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = halbench.RunSettings(str(Path(args.model).resolve()), args.max_new_tokens,
                                     args.batch_size, args.temperature, args.seed)
     questions = halbench.load_questions(args.questions, args.images)
-    _, todo = halbench.pending_questions(questions, args.out, settings.model)
+    _, todo = halbench.pending_questions(questions, args.out, settings)
     if not todo:
         print(f"all {len(questions)} questions already answered in {args.out}")
         return 0

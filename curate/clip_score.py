@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,19 @@ class ClipConfig:
 
     def to_manifest(self) -> dict[str, Any]:
         """The settings that change the scores (a resumed run must repeat them)."""
-        return {"model": self.model, "weights": self.weights, "kind": self.kind, "quick_gelu": self.quick_gelu}
+        return {"model": self.model, "weights": self.weights, "kind": self.kind, "quick_gelu": self.quick_gelu,
+                "precision": self.resolved_precision()}
+
+    def resolved_device(self) -> str:
+        import torch
+
+        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+
+    def resolved_precision(self) -> str:
+        """fp16 on CUDA, fp32 elsewhere, unless set."""
+        if self.precision != "auto":
+            return self.precision
+        return "fp16" if self.resolved_device().startswith("cuda") else "fp32"
 
 
 @dataclass(slots=True)
@@ -98,9 +111,14 @@ class ClipScorer:
                                         f"of {name} (tags: {', '.join(tags) or 'none'})")
             if quick_gelu is None:
                 quick_gelu = bool(open_clip.get_pretrained_cfg(name, weights).get("quick_gelu", False))
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(auto if config.device == "auto" else config.device)
-        precision = config.precision if config.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
+        elif weights and quick_gelu is None and ":" not in name and "openai" in open_clip.list_pretrained_tags_by_model(name):
+            # A local file for an architecture OpenAI released (ViT-L-14-336 is LLaVA-1.5's encoder):
+            # most likely OpenAI's weights, which were trained with QuickGELU.
+            quick_gelu = bool(open_clip.get_pretrained_cfg(name, "openai").get("quick_gelu", False))
+            print(f"note: --clip-weights is a file for {name}; assuming OpenAI's weights "
+                  f"(quick_gelu={quick_gelu}); pass --no-clip-quick-gelu for other weights", file=sys.stderr)
+        device = torch.device(config.resolved_device())
+        precision = config.resolved_precision()
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=weights or None, precision=precision, device=device,

@@ -2,13 +2,15 @@
 the curated store, its summary and the histogram.
 
 Scoring is the slow part: its results go chunk by chunk to ``OUT/scores/`` (Parquet parts and
-``progress.json``, each written atomically), so a rerun scores only what is missing. The
+``progress.json``, each written atomically), so a rerun scores only what is missing. A stored
+score is reused only while the pair's image bytes and both texts are unchanged. The
 selection that follows is cheap and global (ranks over all pairs), so it is redone in full on
 every run: rerunning with another ``--keep`` re-selects without re-scoring.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -28,9 +30,15 @@ from judgefree.curate.store import MANIFEST, PairStore, StoreWriter, write_atomi
 
 SHARD_ROWS = 10_000
 _SCORE_SCHEMA = pa.schema([
-    ("pair_id", pa.string()), ("chosen_score", pa.float64()), ("rejected_score", pa.float64()),
-    ("chosen_segments", pa.int32()), ("rejected_segments", pa.int32()),
+    ("pair_id", pa.string()), ("content", pa.string()), ("chosen_score", pa.float64()),
+    ("rejected_score", pa.float64()), ("chosen_segments", pa.int32()), ("rejected_segments", pa.int32()),
 ])
+
+
+def content_digest(record: PairRecord) -> str:
+    """What a pair's scores depend on besides the CLIP settings: image bytes and both texts."""
+    text = "\0".join((record.image_sha256, record.chosen_text, record.rejected_text))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class ScoreLog:
@@ -48,18 +56,22 @@ class ScoreLog:
                                  "rerun with the same CLIP settings, or choose another output folder")
             self.state = stored
 
-    def load(self) -> dict[str, PairScore]:
+    def load(self, digests: dict[str, str]) -> dict[str, PairScore]:
+        """Stored scores of the pairs whose ``content_digest`` is still ``digests[pair_id]``."""
         scores = {}
         for part in self.state["parts"]:
             for row in pq.read_table(self.folder / part, schema=_SCORE_SCHEMA).to_pylist():
-                scores[row["pair_id"]] = PairScore(**row)
+                if digests.get(row["pair_id"]) == row.pop("content"):
+                    scores[row["pair_id"]] = PairScore(**row)
         return scores
 
-    def append(self, scores: list[PairScore]) -> None:
+    def append(self, scores: list[PairScore], digests: dict[str, str]) -> None:
+        """Save ``scores``; ``digests`` maps each pair id to its ``content_digest``."""
         if not scores:
             return
         name = f"part-{len(self.state['parts']):05d}.parquet"
-        rows = [{k: v for k, v in asdict(s).items() if k != "error"} for s in scores]
+        rows = [{**{k: v for k, v in asdict(s).items() if k != "error"}, "content": digests[s.pair_id]}
+                for s in scores]
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pylist(rows, schema=_SCORE_SCHEMA), sink)
         write_atomic(self.folder / name, sink.getvalue().to_pybytes())
@@ -113,8 +125,9 @@ def curate_store(
     pairs, out = Path(pairs), Path(out)
     source = open_source(pairs, out)
     log = ScoreLog(out / "scores", {"clip": clip_settings, "generation": source.settings})
-    scores = log.load()
     records = list(source.records())
+    digests = {r.pair_id: content_digest(r) for r in records}
+    scores = log.load(digests)
     todo = [r for r in records if r.pair_id not in scores]
     failed: dict[str, str] = {}
     segments_done = 0
@@ -122,7 +135,7 @@ def curate_store(
                disable=not progress, dynamic_ncols=True)
     for index in range(0, len(todo), chunk_size):
         chunk_scores = scorer.score_records(todo[index:index + chunk_size])
-        log.append([s for s in chunk_scores if s.error is None])
+        log.append([s for s in chunk_scores if s.error is None], digests)
         for s in chunk_scores:
             if s.error is None:
                 scores[s.pair_id] = s

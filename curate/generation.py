@@ -20,8 +20,8 @@ from judgefree.curate.records import PairRecord, file_sha256, record_from_pair
 from judgefree.curate.store import StoreWriter
 from judgefree.engine.hdist import HDistribution
 from judgefree.engine.types import SamplingParams
+from judgefree.io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 def list_images(source: str | Path) -> list[str]:

@@ -9,7 +9,6 @@ removes. Reading needs only pyarrow. Schema: docs/pair_store.md.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,24 +17,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from judgefree.io import write_atomic, write_json_atomic  # noqa: F401  (re-exported)
 from judgefree.curate.records import SCHEMA, SCHEMA_VERSION, PairRecord
 
 FORMAT = "judgefree-pairs"
 MANIFEST = "manifest.json"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -5,7 +5,8 @@ accepted), an optional ``question_id`` (else the line number) and an optional ``
 file name, a path, or the image itself in base64 (as the released Object HalBench file has
 it). Without ``image`` the picture is looked up by id in the images folder under the usual
 COCO names. The output JSONL is rewritten atomically after every batch; a rerun skips the
-question ids it already holds, so an interrupted run resumes where it stopped.
+question ids it already holds, so an interrupted run resumes where it stopped (with the same
+model, temperature and token limit; other settings are refused rather than mixed in).
 """
 
 from __future__ import annotations
@@ -119,15 +120,21 @@ def _open_image(image: Path | bytes) -> Any:
     return Image.open(io.BytesIO(image)).convert("RGB")
 
 
+# Answer fields that must match the current settings for a rerun to append to a file.
+_RESUME_KEYS = ("model", "temperature", "max_new_tokens")
+
+
 def pending_questions(questions: list[Question], out_path: str | Path,
-                      model: str) -> tuple[list[dict[str, Any]], list[tuple[int, Question]]]:
-    """Answers already in ``out_path`` and the (position, question) pairs still to answer."""
+                      settings: RunSettings) -> tuple[list[dict[str, Any]], list[tuple[int, Question]]]:
+    """Answers already in ``out_path`` and the (position, question) pairs still to answer.
+    Answers made with another model, temperature or token limit are refused, not mixed in."""
     out = Path(out_path)
     done = read_records(out, "answers") if out.exists() else []
     for record in done:
-        if record.get("model") not in (None, model):
-            raise ValueError(f"{out} holds answers from model {record.get('model')!r}, not "
-                             f"{model!r}: pass a new --out")
+        for key in _RESUME_KEYS:
+            if record.get(key) not in (None, getattr(settings, key)):
+                raise ValueError(f"{out} holds answers made with {key} {record.get(key)!r}, not "
+                                 f"{getattr(settings, key)!r}: pass a new --out")
     answered = {str(r.get("question_id")) for r in done}
     todo = [(i, q) for i, q in enumerate(questions) if str(q.question_id) not in answered]
     return done, todo
@@ -140,7 +147,7 @@ def run_benchmark(engine: GenerationEngine, questions: list[Question], out_path:
 
     from judgefree.engine.types import Request, SamplingParams
 
-    done, todo = pending_questions(questions, out_path, settings.model)
+    done, todo = pending_questions(questions, out_path, settings)
     sampling = SamplingParams(temperature=settings.temperature)
     failed: list[tuple[Any, str]] = []
     batches = range(0, len(todo), settings.batch_size)

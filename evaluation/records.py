@@ -4,10 +4,10 @@ so an interrupted run never leaves a half-written file behind."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from judgefree.io import write_atomic
 
 
 def read_records(path: str | Path, what: str = "records") -> list[dict[str, Any]]:
@@ -41,24 +41,10 @@ def read_records(path: str | Path, what: str = "records") -> list[dict[str, Any]
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    _write_atomic(Path(path), json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(Path(path), json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write one JSON object a line, atomically."""
     lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
-    _write_atomic(Path(path), "".join(lines))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(Path(path), "".join(lines))

@@ -60,7 +60,10 @@ def parse_synonym_table(text: str) -> tuple[dict[str, str], tuple[str, ...]]:
 def build_phrases(synonym_to_class: dict[str, str]) -> dict[tuple[str, ...], str]:
     """Multi-word synonyms map to themselves; the original's special cases come on top."""
     phrases = {tuple(name.split()): name for name in synonym_to_class if " " in name}
-    phrases[("home", "plate")] = "home plate"  # a baseball base, not a "plate"
+    # Phrases of the original's double-word list that name no object: matched so that their
+    # words do not fire one ("home plate" is a baseball base, "train tracks" need no train).
+    phrases[("home", "plate")] = "home plate"
+    phrases[("train", "track")] = "train track"
     for animal in _ANIMAL_WORDS:
         phrases[("baby", animal)] = animal
         phrases[("adult", animal)] = animal

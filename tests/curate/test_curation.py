@@ -3,6 +3,7 @@ CLIP, swapped, split, kept; resume after an interruption; histogram; bad outputs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -16,7 +17,7 @@ from judgefree.curate.curation import curate_store
 from judgefree.curate.generation import generate_store, list_images
 from judgefree.curate.histogram import KEPT_BAR, render_histogram
 from judgefree.curate.selection import Selection, summarize
-from judgefree.curate.store import PairStore
+from judgefree.curate.store import PairStore, StoreWriter
 
 CLIP = {"model": "tiny", "weights": "tiny.safetensors", "kind": "clipscore", "quick_gelu": None}
 
@@ -96,6 +97,24 @@ def test_rerun_reselects_without_rescoring_and_guards_the_clip(generated, tmp_pa
     assert len(list(out.glob("shard-*.parquet"))) == 1  # the replaced store's shard was removed
     with pytest.raises(ValueError, match="other settings"):
         curate_store(generated, out, tiny_scorer, Selection(), clip_settings={**CLIP, "kind": "cosine"}, progress=False)
+
+
+def test_stored_scores_are_reused_only_for_unchanged_pairs(generated, tmp_path, tiny_scorer):
+    """A generated store rebuilt with the same settings but another response (e.g. a changed
+    model in the same folder) keeps its pair ids: that pair must be scored afresh."""
+    out = tmp_path / "cur"
+    curate_store(generated, out, tiny_scorer, Selection(splits=2), clip_settings=CLIP, progress=False)
+    source = PairStore(generated)
+    records = list(source.records())
+    records[2] = dataclasses.replace(records[2], chosen_text="An entirely different answer. It names a zebra.")
+    StoreWriter(generated, stage="generated", settings=source.settings, overwrite=True).append(records)
+    report = curate_store(generated, out, tiny_scorer, Selection(splits=2), clip_settings=CLIP, progress=False)
+    assert report.newly_scored == 1
+    fresh = {s.pair_id: s for s in tiny_scorer.score_records(records)}
+    for record in PairStore(out).records():
+        want = fresh[record.pair_id]
+        assert sorted([record.chosen_score, record.rejected_score]) == pytest.approx(
+            sorted([want.chosen_score, want.rejected_score]), abs=1e-6)
 
 
 def test_image_gone_before_curation_is_skipped_and_listed(tmp_path, photo_dir, tiny_scorer):

@@ -136,7 +136,7 @@ def test_resume_after_crash_skips_answered_questions(bench, tmp_path):
     assert [r.request_id for r in engine.requests] == ["2", "3", "4"]
     assert (summary.generated, summary.skipped) == (3, 2)
     assert [json.loads(line)["question_id"] for line in out.read_text().splitlines()] == [0, 1, 2, 3, 4]
-    assert pending_questions(questions, out, "m")[1] == []
+    assert pending_questions(questions, out, settings)[1] == []
 
 
 def test_failed_requests_are_reported_not_written_and_retried(bench, tmp_path):
@@ -150,12 +150,18 @@ def test_failed_requests_are_reported_not_written_and_retried(bench, tmp_path):
     assert [r.prompt for r in engine.requests] == ["What is there?"]
 
 
-def test_resume_refuses_another_models_answers(bench, tmp_path):
+def test_resume_refuses_answers_made_with_other_settings(bench, tmp_path):
     questions = load_questions(*bench)
     out = tmp_path / "answers.jsonl"
     run_benchmark(FakeEngine(), questions[:1], out, RunSettings("model-a"), progress=False)
-    with pytest.raises(ValueError, match="from model 'model-a'"):
+    with pytest.raises(ValueError, match="with model 'model-a', not 'model-b'"):
         run_benchmark(FakeEngine(), questions, out, RunSettings("model-b"), progress=False)
+    # Another token limit or temperature would mix two kinds of answers in one file.
+    with pytest.raises(ValueError, match="with max_new_tokens 512, not 64"):
+        run_benchmark(FakeEngine(), questions, out, RunSettings("model-a", max_new_tokens=64), progress=False)
+    with pytest.raises(ValueError, match="with temperature 0.0, not 0.7"):
+        run_benchmark(FakeEngine(), questions, out, RunSettings("model-a", temperature=0.7), progress=False)
+    assert len(out.read_text().splitlines()) == 1  # nothing was added
 
 
 @pytest.mark.parametrize("kwargs", [{"max_new_tokens": 0}, {"batch_size": 0}, {"temperature": -1.0}])

@@ -1,0 +1,281 @@
+"""Triton kernels for per-token log p(target) that never materialise [N, V] logits.
+
+Forward: a program owns BLOCK_N tokens and one contiguous range of vocabulary blocks
+("split"); it computes each [BLOCK_N, BLOCK_V] logit tile in registers (loop over the
+hidden size), folds it into an online log-sum-exp and picks the target logit from the same
+tile. Splits write partial results to [splits, N] buffers that PyTorch combines, so the
+extra memory is O(splits * N) and the grid fills the GPU even when N is small.
+
+Backward: one program per (token block, vocab block) tile recomputes the logits from the
+saved log-sum-exp, forms d logits = g * (onehot - softmax) in registers (cast to the input
+dtype for the tensor cores) and adds d @ W and d^T @ X into float32 grad buffers with
+atomics, the tiling of Cut Cross-Entropy (which serialises its adds with locks instead).
+Atomics were chosen over an owner-computes layout: with H in the thousands a token block's
+[BLOCK_N, H] (or a vocab block's [BLOCK_V, H]) accumulator does not fit on chip, so owning
+it means a read-modify-write of global memory per tile, which costs as much traffic as the
+atomics and serialises the grid. The price is run-to-run differences at float32 rounding
+level in the gradients; the PyTorch path is deterministic. Token blocks whose upstream
+gradient is all zero (ignored positions) skip their tiles exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch.autograd.function import once_differentiable
+
+from ._backend import triton_interpreting
+
+INTERPRETED = triton_interpreting()
+
+
+@triton.jit
+def _logit_tile(
+    hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """[BLOCK_N, BLOCK_V] float32 logits hidden[rows] @ weight[cols].T, looping over H."""
+    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        ks = h0 + tl.arange(0, BLOCK_H)
+        k_ok = ks < H
+        x = tl.load(hidden_ptr + rows[:, None] * stride_hn + ks[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(weight_ptr + cols[:, None] * stride_wv + ks[None, :],
+                    mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        if UPCAST:  # the interpreter's bf16 tl.dot is wrong: multiply in float32 there
+            x = x.to(tl.float32)
+            w = w.to(tl.float32)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _forward_kernel(
+    hidden_ptr, weight_ptr, targets_ptr, lse_part_ptr, target_part_ptr,
+    N, V, H, stride_hn, stride_wv, blocks_per_split,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    row_ok = rows < N
+    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
+    running_max = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+    running_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    target_logit = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    v_begin = split * blocks_per_split * BLOCK_V
+    v_end = tl.minimum(v_begin + blocks_per_split * BLOCK_V, V)
+    for v0 in range(v_begin, v_end, BLOCK_V):
+        cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
+        col_ok = cols < V
+        logits = _logit_tile(hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn,
+                             stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
+        logits = tl.where(col_ok[None, :], logits, float("-inf"))
+        new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(
+            tl.exp(logits - new_max[:, None]), axis=1)
+        running_max = new_max
+        is_target = cols[None, :] == targets[:, None]
+        target_logit += tl.sum(tl.where(is_target, logits, 0.0), axis=1)
+    out = split * N + rows
+    tl.store(lse_part_ptr + out, running_max + tl.log(running_sum), mask=row_ok)
+    tl.store(target_part_ptr + out, target_logit, mask=row_ok)
+
+
+@triton.jit
+def _backward_kernel(
+    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, grad_hidden_ptr, grad_weight_ptr,
+    N, V, H, stride_hn, stride_wv, stride_ghn, stride_gwv,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, GROUP_N: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    NEED_HIDDEN: tl.constexpr, NEED_WEIGHT: tl.constexpr,
+):
+    # Grouped order: GROUP_N token blocks sweep the vocab together, so weight tiles are
+    # reused from L2 while they are hot.
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    v_blocks = tl.cdiv(V, BLOCK_V)
+    per_group = GROUP_N * v_blocks
+    first_n = (pid // per_group) * GROUP_N
+    group_size = tl.minimum(n_blocks - first_n, GROUP_N)
+    pid_n = first_n + (pid % per_group) % group_size
+    pid_v = (pid % per_group) // group_size
+
+    rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    cols = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
+    row_ok = rows < N
+    col_ok = cols < V
+    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
+    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    grad = tl.load(grad_ptr + rows, mask=row_ok, other=0.0)  # 0 on ignored rows
+    if tl.max(tl.abs(grad), axis=0) == 0.0:
+        return  # every row ignored (prompt, padding) or without upstream gradient: exact skip
+
+    logits = _logit_tile(hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn,
+                         stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
+    probs = tl.where(col_ok[None, :], tl.exp(logits - lse[:, None]), 0.0)
+    onehot = tl.where(cols[None, :] == targets[:, None], 1.0, 0.0)
+    d_logits = (onehot - probs) * grad[:, None]
+    if not UPCAST:  # tensor-core operands in the input dtype, float32 accumulation
+        d_logits = d_logits.to(hidden_ptr.dtype.element_ty)
+
+    for h0 in range(0, H, BLOCK_H):
+        ks = h0 + tl.arange(0, BLOCK_H)
+        k_ok = ks < H
+        if NEED_HIDDEN:
+            w = tl.load(weight_ptr + cols[:, None] * stride_wv + ks[None, :],
+                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            if UPCAST:
+                w = w.to(tl.float32)
+            part = tl.dot(d_logits, w, input_precision=DOT_PRECISION)
+            tl.atomic_add(grad_hidden_ptr + rows[:, None] * stride_ghn + ks[None, :], part,
+                          mask=row_ok[:, None] & k_ok[None, :])
+        if NEED_WEIGHT:
+            x = tl.load(hidden_ptr + rows[:, None] * stride_hn + ks[None, :],
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            if UPCAST:
+                x = x.to(tl.float32)
+            part = tl.dot(tl.trans(d_logits), x, input_precision=DOT_PRECISION)
+            tl.atomic_add(grad_weight_ptr + cols[:, None] * stride_gwv + ks[None, :], part,
+                          mask=col_ok[:, None] & k_ok[None, :])
+
+
+@dataclass(slots=True, frozen=True)
+class KernelConfig:
+    """Tile sizes and launch settings; ``vocab_splits=None`` picks enough to fill the device."""
+
+    block_n: int
+    block_v: int
+    block_h: int
+    num_warps: int = 8
+    num_stages: int = 3
+    group_n: int = 8
+    vocab_splits: int | None = None
+
+
+def default_config(n_tokens: int, vocab: int, hidden_size: int) -> KernelConfig:
+    """GPU tiles sized for tensor cores; under the interpreter, few big tiles (its cost is
+    per block iteration)."""
+    if INTERPRETED:
+        fit = lambda size, cap: max(16, min(cap, triton.next_power_of_2(size)))  # noqa: E731
+        return KernelConfig(fit(n_tokens, 64), fit(vocab, 512), fit(hidden_size, 128), vocab_splits=1)
+    return KernelConfig(block_n=128, block_v=128, block_h=64)
+
+
+def _vocab_splits(config: KernelConfig, n_blocks: int, v_blocks: int, device: torch.device) -> int:
+    if config.vocab_splits is not None:
+        return max(1, min(config.vocab_splits, v_blocks))
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(v_blocks, triton.cdiv(2 * sms, n_blocks)))
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # float32 inputs get exact IEEE products (torch's default for fp32 matmul); TF32 would
+    # put ~1e-3 relative error on logits whose magnitude can be in the hundreds.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    return INTERPRETED and dtype == torch.bfloat16
+
+
+def forward_lse(
+    hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, config: KernelConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-sum-exp of the logits and the target logit, both float32 [N]."""
+    n_tokens, hidden_size = hidden.shape
+    vocab = weight.shape[0]
+    n_blocks = triton.cdiv(n_tokens, config.block_n)
+    v_blocks = triton.cdiv(vocab, config.block_v)
+    splits = _vocab_splits(config, n_blocks, v_blocks, hidden.device)
+    blocks_per_split = triton.cdiv(v_blocks, splits)
+    splits = triton.cdiv(v_blocks, blocks_per_split)  # no empty split
+    lse_part = torch.empty((splits, n_tokens), dtype=torch.float32, device=hidden.device)
+    target_part = torch.empty_like(lse_part)
+    _forward_kernel[(n_blocks, splits)](
+        hidden, weight, safe_targets, lse_part, target_part,
+        n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0), blocks_per_split,
+        BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+        UPCAST=_upcast(hidden.dtype), DOT_PRECISION=_dot_precision(hidden.dtype),
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if splits == 1:
+        return lse_part[0], target_part[0]
+    return torch.logsumexp(lse_part, dim=0), target_part.sum(dim=0)
+
+
+def backward_grads(
+    hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, lse: torch.Tensor,
+    grad: torch.Tensor, config: KernelConfig, need_hidden: bool, need_weight: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """grad_hidden [N, H] and grad_weight [V, H] (float32) for upstream per-token ``grad``."""
+    n_tokens, hidden_size = hidden.shape
+    vocab = weight.shape[0]
+    grad_hidden = torch.zeros((n_tokens, hidden_size), dtype=torch.float32, device=hidden.device) \
+        if need_hidden else None
+    grad_weight = torch.zeros((vocab, hidden_size), dtype=torch.float32, device=weight.device) \
+        if need_weight else None
+    dummy = lse  # never written when the matching flag is off
+    grid = (triton.cdiv(n_tokens, config.block_n) * triton.cdiv(vocab, config.block_v),)
+    _backward_kernel[grid](
+        hidden, weight, safe_targets, lse, grad,
+        grad_hidden if need_hidden else dummy, grad_weight if need_weight else dummy,
+        n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0),
+        hidden_size, hidden_size,
+        BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+        GROUP_N=config.group_n, UPCAST=_upcast(hidden.dtype),
+        DOT_PRECISION=_dot_precision(hidden.dtype),
+        NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return grad_hidden, grad_weight
+
+
+class LinearLogprobsTriton(torch.autograd.Function):
+    """Autograd wrapper: saves only the inputs and the [N] log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ignore_index: int, config: KernelConfig):
+        valid = targets != ignore_index
+        safe_targets = torch.where(valid, targets, 0)
+        lse, target_logit = forward_lse(hidden, weight, safe_targets, config)
+        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse)
+        ctx.config = config
+        logp = target_logit - lse
+        return torch.where(valid, logp, torch.zeros_like(logp))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        hidden, weight, safe_targets, valid, lse = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad = torch.where(valid, grad_out.float(), torch.zeros((), device=grad_out.device)).contiguous()
+        grad_hidden, grad_weight = backward_grads(
+            hidden, weight, safe_targets, lse, grad, ctx.config, need_hidden, need_weight)
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden.to(hidden.dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None
+
+
+def linear_logprobs_triton(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
+    config: KernelConfig | None = None,
+) -> torch.Tensor:
+    """Per-token log p(target) with the Triton kernels (inputs assumed valid, row-major)."""
+    if hidden.stride(-1) != 1:
+        hidden = hidden.contiguous()
+    if weight.stride(-1) != 1:
+        weight = weight.contiguous()
+    if config is None:
+        config = default_config(hidden.shape[0], weight.shape[0], hidden.shape[1])
+    return LinearLogprobsTriton.apply(hidden, weight, targets.contiguous(), ignore_index, config)
