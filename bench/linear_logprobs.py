@@ -81,10 +81,12 @@ class Case:
         return out.detach()
 
 
-def make_case(n: int, h: int, v: int, dtype: torch.dtype, device: str, seed: int = 0) -> Case:
+def make_case(n: int, h: int, v: int, dtype: torch.dtype, device: str, seed: int = 0,
+              frozen_weight: bool = False) -> Case:
+    """``frozen_weight``: the lm_head takes no gradient (LoRA training)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     hidden = torch.randn(n, h, generator=gen, device=device).to(dtype).requires_grad_()
-    weight = (torch.randn(v, h, generator=gen, device=device) / h**0.5).to(dtype).requires_grad_()
+    weight = (torch.randn(v, h, generator=gen, device=device) / h**0.5).to(dtype).requires_grad_(not frozen_weight)
     targets = torch.randint(0, v, (n,), generator=gen, device=device)
     grad_out = torch.randn(n, generator=gen, device=device)
     return Case(hidden, weight, targets, grad_out)
@@ -167,7 +169,8 @@ def run(args: argparse.Namespace) -> str:
     dtype = getattr(torch, args.dtype)
     load = f", load average at start {os.getloadavg()[0]:.1f}" if args.device == "cpu" else ""
     lines = [
-        f"linear_logprobs fwd+bwd, N={args.n}, H={args.h}, {args.dtype}, device: {describe(args.device)}{load}, "
+        f"linear_logprobs fwd+bwd{' (frozen lm_head: LoRA)' if args.frozen_weight else ''}, "
+        f"N={args.n}, H={args.h}, {args.dtype}, device: {describe(args.device)}{load}, "
         f"median of {args.repeats} (methods interleaved)",
         "",
         "| V | method | time (s) | eager time / time | peak memory (MiB) | eager memory / memory |"
@@ -176,7 +179,7 @@ def run(args: argparse.Namespace) -> str:
     ]
     mib = 1 / 2**20
     for vocab in args.v:
-        case = make_case(args.n, args.h, vocab, dtype, args.device)
+        case = make_case(args.n, args.h, vocab, dtype, args.device, frozen_weight=args.frozen_weight)
         fns = methods(args.device)
         outs, peaks, rss = {}, {}, {}
         for name, fn in fns.items():
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--frozen-weight", action="store_true",
+                        help="the lm_head takes no gradient, as in LoRA training")
     parser.add_argument("--out", default=None, help="also write the table here (markdown)")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"

@@ -52,7 +52,8 @@ def _logsumexp_inplace(logits: torch.Tensor) -> torch.Tensor:
 
 
 class LinearLogprobsChunked(torch.autograd.Function):
-    """Chunked linear log-probs: O(N + chunk) extra memory in the forward, O(N*H + V*H) grads."""
+    """Chunked linear log-probs: O(N + chunk) extra memory in the forward, O(N*H + V*H) grads
+    (O(N*H) saved in the forward when the weight is frozen)."""
 
     @staticmethod
     def forward(
@@ -70,6 +71,12 @@ class LinearLogprobsChunked(torch.autograd.Function):
         safe_targets = torch.where(valid, targets, 0)
         lse = torch.full((n_tokens,), float("-inf"), dtype=dtype, device=hidden.device)
         target_logit = torch.zeros(n_tokens, dtype=dtype, device=hidden.device)
+        # A frozen lm_head (LoRA): carry E[W] = sum_v softmax_v W_v through the forward (an
+        # online softmax-weighted sum, as attention's output), so that the backward is
+        # d logp / d hidden = W[target] - E[W] with no tile recomputed: 2 matmuls in all, as eager.
+        expected_w = None
+        if ctx.needs_input_grad[0] and not ctx.needs_input_grad[1]:
+            expected_w = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device)
         # Vocab outer, tokens inner: each weight chunk is converted once.
         for v0 in range(0, vocab, vocab_chunk):
             v1 = min(v0 + vocab_chunk, vocab)
@@ -82,8 +89,14 @@ class LinearLogprobsChunked(torch.autograd.Function):
                 # row gives exactly logp <= 0 with no cross-path rounding.
                 picked = logits.gather(1, cols[n0:n1, None]).squeeze(1)
                 target_logit[n0:n1] = torch.where(inside[n0:n1], picked, target_logit[n0:n1])
-                torch.logaddexp(lse[n0:n1], _logsumexp_inplace(logits), out=lse[n0:n1])
-        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse)
+                if expected_w is None:
+                    torch.logaddexp(lse[n0:n1], _logsumexp_inplace(logits), out=lse[n0:n1])
+                    continue
+                new_lse = torch.logaddexp(lse[n0:n1], torch.logsumexp(logits, dim=1))
+                probs = logits.sub_(new_lse[:, None]).exp_()
+                expected_w[n0:n1].mul_(torch.exp(lse[n0:n1] - new_lse)[:, None]).addmm_(probs, w)
+                lse[n0:n1] = new_lse
+        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse, expected_w)
         ctx.chunks = (token_chunk, vocab_chunk)
         logp = target_logit - lse
         return torch.where(valid, logp, torch.zeros_like(logp))
@@ -91,12 +104,15 @@ class LinearLogprobsChunked(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        hidden, weight, safe_targets, valid, lse = ctx.saved_tensors
+        hidden, weight, safe_targets, valid, lse, expected_w = ctx.saved_tensors
         token_chunk, vocab_chunk = ctx.chunks
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dtype = compute_dtype(hidden.dtype)
         n_tokens, vocab = hidden.shape[0], weight.shape[0]
         grad = torch.where(valid, grad_out.to(dtype), torch.zeros((), dtype=dtype, device=grad_out.device))
+        if expected_w is not None:  # frozen weight: the forward already did the work
+            grad_hidden = grad[:, None] * (weight[safe_targets].to(dtype) - expected_w)
+            return grad_hidden.to(hidden.dtype), None, None, None, None, None
         grad_hidden = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device) if need_hidden else None
         grad_weight = None
         if need_weight:  # accumulate in place when the weight already has the compute dtype

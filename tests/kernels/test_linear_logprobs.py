@@ -113,6 +113,15 @@ def test_gradcheck_float64_chunked_path(fresh_seed):
     assert linear_logprobs(hidden, weight, targets).dtype == torch.float64
 
 
+def test_gradcheck_float64_frozen_weight(fresh_seed):
+    """A frozen lm_head takes the forward-accumulated E[W] path: small chunks make the
+    online softmax rescale across vocab chunks."""
+    hidden, weight, targets, _ = _inputs(7, 5, 11, seed=fresh_seed, dtype=torch.float64)
+    hidden.requires_grad_()
+    fn = lambda h: linear_logprobs_chunked(h, weight, targets, IGNORE, token_chunk=3, vocab_chunk=4)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (hidden,))
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_custom_ignore_index_and_frozen_weight(backend, fresh_seed, device):
     # ignore_index may be a real vocab id; a frozen lm_head (LoRA) needs no weight grad.
