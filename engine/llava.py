@@ -1,0 +1,72 @@
+"""LLaVA for the engine: transformers' CLIP vision tower and projector (run once per image)
+in front of our Llama language model (the hot path)."""
+
+from __future__ import annotations
+
+import torch
+from judgefree.engine.llama import LlamaForCausalLM
+from torch import nn
+
+
+class LlavaForEngine(nn.Module):
+    """``encode_images`` turns pixel values into one embedding row per image token; the
+    language model does the rest."""
+
+    def __init__(self, config, max_positions: int) -> None:
+        super().__init__()
+        from transformers import CLIPVisionModel
+        from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+        if getattr(config.vision_config, "model_type", "") not in ("clip_vision_model", "clip"):
+            raise ValueError(f"only CLIP vision towers are supported, got {config.vision_config.model_type!r}")
+        if config.vision_feature_select_strategy not in ("default", "full"):
+            raise ValueError(f"unknown vision_feature_select_strategy {config.vision_feature_select_strategy!r}")
+        self.config = config
+        self.vision_tower = CLIPVisionModel(config.vision_config)
+        self.multi_modal_projector = LlavaMultiModalProjector(config)
+        self.language_model = LlamaForCausalLM(config.text_config, max_positions)
+        self.image_token_id = image_token_id(config)
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] -> [N, image_tokens, hidden] projected image features."""
+        out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+        layers = self.config.vision_feature_layer
+        layers = [layers] if isinstance(layers, int) else list(layers)
+        chosen = [out.hidden_states[layer] for layer in layers]
+        if self.config.vision_feature_select_strategy == "default":
+            chosen = [h[:, 1:] for h in chosen]  # drop CLS
+        return self.multi_modal_projector(torch.cat(chosen, dim=-1))
+
+    def load_weight(self, name: str, tensor: torch.Tensor) -> str:
+        """Route one checkpoint tensor (old ``language_model.model.*`` or new
+        ``model.language_model.*`` layout) to its module; returns the loaded name."""
+        name = name.removeprefix("model.")
+        for prefix in ("language_model.model.", "language_model."):
+            if name.startswith(prefix):
+                return "language_model." + self.language_model.load_weight(name[len(prefix):], tensor)
+        if name == "lm_head.weight":
+            return "language_model." + self.language_model.load_weight(name, tensor)
+        if name.startswith(("vision_tower.", "multi_modal_projector.")):
+            param = self.get_parameter(name)
+            if param.shape != tensor.shape:
+                raise ValueError(f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}")
+            with torch.no_grad():
+                param.copy_(tensor)
+            return name
+        raise KeyError(name)
+
+    def expected_weights(self) -> set[str]:
+        names = {"language_model." + n for n in self.language_model.expected_weights()}
+        names.update(n for n, _ in self.named_parameters() if not n.startswith("language_model."))
+        return names
+
+
+def image_token_id(config) -> int:
+    """The placeholder id (``image_token_id`` in transformers >= 4.47, else ``image_token_index``)."""
+    value = getattr(config, "image_token_id", None)
+    if value is None:
+        value = getattr(config, "image_token_index", None)
+    if value is None:
+        raise ValueError("LLaVA config names no image token (image_token_id / image_token_index)")
+    return int(value)

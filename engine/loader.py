@@ -1,0 +1,79 @@
+"""Reading a Hugging Face checkpoint folder into the engine's model classes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+SUPPORTED = "LlavaForConditionalGeneration (CLIP + Llama) or a Llama-family causal LM"
+# Buffers some checkpoints carry that the model recomputes.
+_SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "position_ids")
+
+
+def check_folder(path: str | os.PathLike) -> Path:
+    """The checkpoint folder, or a clear error when it is missing or not one."""
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"model path is not a folder: {folder}")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} has no config.json: not a Hugging Face checkpoint folder")
+    if not weight_files(folder):
+        raise ValueError(f"{folder} has no *.safetensors weights")
+    return folder
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors shards (those an index names, when there is one)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / name for name in names]
+    return sorted(folder.glob("*.safetensors"))
+
+
+def model_kind(config) -> str:
+    """``"llava"`` or ``"llama"``; ValueError for anything else."""
+    model_type = getattr(config, "model_type", None)
+    if model_type == "llava":
+        text_type = getattr(config.text_config, "model_type", None)
+        if text_type != "llama":
+            raise ValueError(f"LLaVA with a {text_type!r} language model is not supported (only llama)")
+        return "llava"
+    if model_type == "llama":
+        return "llama"
+    raise ValueError(f"unsupported model_type {model_type!r}: the engine loads {SUPPORTED}")
+
+
+def iter_checkpoint(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    for file in weight_files(folder):
+        if not file.is_file():
+            raise FileNotFoundError(f"weight shard missing: {file}")
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                yield name, handle.get_tensor(name)
+
+
+def load_weights(model: torch.nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """Copy checkpoint tensors into ``model`` (which has ``load_weight``/``expected_weights``)
+    and check that nothing was left out or unknown."""
+    loaded, unknown = set(), []
+    for name, tensor in tensors:
+        if name.endswith(_SKIPPED_SUFFIXES):
+            continue
+        try:
+            loaded.add(model.load_weight(name, tensor))
+        except (KeyError, AttributeError):
+            unknown.append(name)
+    if unknown:
+        raise ValueError(f"{source}: unexpected weights {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    missing = model.expected_weights() - loaded
+    if missing:
+        raise ValueError(f"{source}: weights missing from the checkpoint: {sorted(missing)[:5]}")
