@@ -51,7 +51,7 @@ def mix_sample(
     top_k: int | torch.Tensor = 0,
     top_p: float | torch.Tensor = 1.0,
     seeds: int | torch.Tensor,
-    step: int,
+    step: int | torch.Tensor,
     mode: str = "mix",
     alpha: float | torch.Tensor = 1.0,
     beta: float = 0.1,
@@ -64,7 +64,8 @@ def mix_sample(
     (1+alpha) l_c - alpha l_u over tokens with p_cond >= beta * max p_cond (h unused). Then
     top-k, then top-p on the renormalised rest, then an exact draw (temperature 0: argmax).
     Rows whose unconditional weight (h, or alpha in contrast mode) is 0 never read
-    ``logits_u``. Tokens are a pure function of (seed, step, row inputs).
+    ``logits_u``. ``step`` (an int, or one per row) is the row's decode step: tokens are a
+    pure function of (seed, step, row inputs).
     ``validate=False`` skips the host-side checks (and their device syncs).
     """
     batch, vocab = _check_logits(logits_c, logits_u)
@@ -77,13 +78,14 @@ def mix_sample(
     top_p_t = _per_row(top_p, batch, torch.float32, device, "top_p")
     alpha_t = _per_row(alpha, batch, torch.float32, device, "alpha")
     seeds_t = _per_row(seeds, batch, torch.int64, device, "seeds")
-    if not isinstance(step, int) or not 0 <= step < 2**31:
-        raise ValueError(f"step must be an int in [0, 2**31), got {step!r}")
+    if isinstance(step, int) and not isinstance(step, bool) and not 0 <= step < 2**31:
+        raise ValueError(f"step must lie in [0, 2**31), got {step}")
+    steps_t = _per_row(step, batch, torch.int64, device, "step")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must lie in (0, 1], got {beta}")
     weight_u = h_t if mode == "mix" else alpha_t
     if validate:
-        _check_params(h_t, temp_t, top_k_t, top_p_t, alpha_t)
+        _check_params(h_t, temp_t, top_k_t, top_p_t, alpha_t, steps_t)
         if logits_u is None and bool((weight_u > 0).any()):
             name = "h" if mode == "mix" else "alpha"
             row = int((weight_u > 0).nonzero()[0])
@@ -93,7 +95,7 @@ def mix_sample(
         from .mix_sample_triton import mix_sample_triton
 
         tokens, logprobs, cond, flags = mix_sample_triton(
-            logits_c, logits_u, weight_u, temp_t, top_k_t, top_p_t, seeds_t, step,
+            logits_c, logits_u, weight_u, temp_t, top_k_t, top_p_t, seeds_t, steps_t.to(torch.int32),
             contrast=mode == "contrast", beta=beta)
         if validate:
             _raise_for_flags(flags)
@@ -102,7 +104,7 @@ def mix_sample(
     if validate:
         _raise_for_flags(row_flags(logits_c, logits_u, weight_u, mode, beta))
     tokens, logprobs, cond = mix_sample_reference(
-        logits_c, logits_u, h_t, temp_t, top_k_t, top_p_t, seeds_t, step,
+        logits_c, logits_u, h_t, temp_t, top_k_t, top_p_t, seeds_t, steps_t,
         mode=mode, alpha=alpha_t, beta=beta)
     return MixSample(tokens, logprobs, cond)
 
@@ -151,8 +153,9 @@ def _first_bad_row(bad: torch.Tensor) -> int | None:
     return int(rows[0]) if rows.numel() else None
 
 
-def _check_params(h, temperature, top_k, top_p, alpha) -> None:
+def _check_params(h, temperature, top_k, top_p, alpha, steps) -> None:
     checks = (
+        (steps, ~((steps >= 0) & (steps < 2**31)), "step must lie in [0, 2**31)"),
         (h, ~((h >= 0) & (h <= 1)), "h must lie in [0, 1]"),
         (temperature, ~((temperature >= 0) & torch.isfinite(temperature)), "temperature must be finite and >= 0"),
         (top_k, top_k < 0, "top_k must be >= 0 (0 disables it)"),

@@ -101,8 +101,8 @@ def final_distribution(logits_c, logits_u, h, temperature, top_k, top_p, *, mode
 
 def mix_sample_reference(logits_c, logits_u, h, temperature, top_k, top_p, seeds, step, *,
                          mode="mix", alpha=None, beta=0.1):
-    """(tokens int64 [B], logprobs fp32 [B], cond_logprobs fp32 [B]); per-row parameters are
-    tensors [B]. Sampled rows take argmax p_i / E_i with E_i = -log(u_i) (an exponential
+    """(tokens int64 [B], logprobs fp32 [B], cond_logprobs fp32 [B]); per-row parameters
+    (``step`` too, or an int) are tensors [B]. Sampled rows take argmax p_i / E_i with E_i = -log(u_i) (an exponential
     race: exact sampling without a sort), greedy rows argmax p_i (first index on ties)."""
     p = unfiltered_probs(logits_c, logits_u, h, temperature, mode=mode, alpha=alpha, beta=beta)
     keep = filter_mask(p, top_k, top_p)

@@ -53,14 +53,13 @@ def _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, CONT
 
 
 @triton.jit
-def _exponential_noise(seed, step_hi, start, BLOCK: tl.constexpr):
-    """-log(u) for tokens start..start+BLOCK-1: word i % 4 of Philox at counter
-    (i // 4, step), as ``philox.uniform_noise`` computes it (start is a multiple of 4)."""
+def _uniform_noise(seed, step_hi, start, BLOCK: tl.constexpr):
+    """u in (0, 1) for tokens start..start+BLOCK-1: word i % 4 of Philox at counter
+    (i // 4, step), bit-identical to ``philox.uniform_noise`` (start is a multiple of 4)."""
     quad = (start // 4 + tl.arange(0, BLOCK // 4)).to(tl.int64) | step_hi
     w0, w1, w2, w3 = tl.randint4x(seed, quad)
     words = tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), [BLOCK])  # w0 w1 w2 w3 per quad
-    uniform = ((words.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
-    return -tl.log(uniform)
+    return ((words.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
 
 
 @triton.jit
@@ -112,10 +111,10 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
     return lo
 
 
-@triton.jit(do_not_specialize=["step"])
+@triton.jit
 def _mix_sample_kernel(
     c_ptr, u_ptr, stride_c, stride_u,
-    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step, log_beta,
+    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, log_beta,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V,
     HAS_U: tl.constexpr, CONTRAST: tl.constexpr,
@@ -199,7 +198,7 @@ def _mix_sample_kernel(
 
     # ---- pass 3: the draw over the kept tokens -----------------------------------------
     seed = tl.load(seed_ptr + row)
-    step_hi = step.to(tl.int64) << 32
+    step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
     best_key = -1.0
     best_index = 0
     best_p = 0.0
@@ -215,7 +214,7 @@ def _mix_sample_kernel(
         kept_mass += tl.sum(tl.where(keep, p, 0.0), 0)
         key = p
         if temp != 0.0:
-            key = p / _exponential_noise(seed, step_hi, start, BLOCK)
+            key = p / -tl.log(_uniform_noise(seed, step_hi, start, BLOCK))
         key = tl.where(keep, key, -1.0)
         block_best = tl.max(key, 0)
         block_arg = tl.argmax(key, 0)
@@ -239,9 +238,10 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
     return GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS
 
 
-def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, step, *,
+def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, *,
                       contrast: bool, beta: float):
-    """Launch the kernel; per-row parameters are contiguous [B] tensors on the logits' device.
+    """Launch the kernel; per-row parameters (steps: int32) are contiguous [B] tensors on the
+    logits' device.
     Returns (tokens, logprobs, cond_logprobs, flags)."""
     batch, vocab = logits_c.shape
     if logits_c.stride(1) != 1:
@@ -258,7 +258,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     block, block_search, num_warps = _block_sizes(vocab)
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
-        weight_u, temperature, top_k, top_p, seeds, step, math.log(beta),
+        weight_u, temperature, top_k, top_p, seeds, steps, math.log(beta),
         tokens, logprobs, cond, flags,
         vocab,
         HAS_U=has_u, CONTRAST=contrast,

@@ -1,10 +1,10 @@
-"""Philox-4x32-10 in PyTorch, bit-identical to Triton's ``tl.randint``.
+"""Philox-4x32-10 in PyTorch, bit-identical to Triton's ``tl.randint4x``.
 
 The sampling kernels draw their noise with ``tl.randint4x(seed, offset)``: one Philox call
 gives four 32-bit words, used for four consecutive tokens; the 64-bit offset packs
 (step, token index // 4). Reproducing that stream here lets the PyTorch reference
 (and so the CPU path) pick the very same tokens as the kernel for the same seeds: results
-do not depend on the device. uint32 arithmetic is emulated in int64 with 16-bit halves.
+do not depend on the device. uint32 arithmetic is emulated in int64.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ N_ROUNDS = 10
 
 
 def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """High and low 32 bits of the 64-bit product of uint32 values (``a`` a constant)."""
-    a_hi, a_lo = a >> 16, a & 0xFFFF
-    b_hi, b_lo = b >> 16, b & 0xFFFF
-    lo_part = a_lo * b_lo
-    mid = a_hi * b_lo + a_lo * b_hi
-    low64 = (mid << 16) + lo_part  # < 2**50: no int64 overflow
-    hi = a_hi * b_hi + (low64 >> 32)
-    return hi & _MASK32, low64 & _MASK32
+    """High and low 32 bits of the 64-bit product of uint32 values (``a`` a constant).
+
+    The product may exceed 2**63: int64 multiplication wraps, which keeps the exact low 64
+    bits, and the masks recover both halves (the shift is arithmetic, the mask drops the sign).
+    """
+    product = b * a
+    return (product >> 32) & _MASK32, product & _MASK32
 
 
 def philox_uint32(seeds: torch.Tensor, counter_lo: torch.Tensor, counter_hi: torch.Tensor) -> torch.Tensor:
@@ -53,15 +52,17 @@ def philox_uint32(seeds: torch.Tensor, counter_lo: torch.Tensor, counter_hi: tor
     return torch.stack((c0, c1, c2, c3), dim=-1)
 
 
-def uniform_noise(seeds: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
+def uniform_noise(seeds: torch.Tensor, step: int | torch.Tensor, vocab_size: int) -> torch.Tensor:
     """[B, V] float32 uniforms in (0, 1), the same numbers the sampling kernels draw.
 
-    Token i of row b at decode step s takes word i % 4 of Philox at counter (i // 4, s)
-    under key seeds[b]; the top 24 bits map to the open interval so that -log(u) is finite
-    and positive.
+    Token i of row b at decode step s (an int, or one step per row) takes word i % 4 of
+    Philox at counter (i // 4, s) under key seeds[b]; the top 24 bits map to the open
+    interval so that -log(u) is finite and positive.
     """
     quads = torch.arange((vocab_size + 3) // 4, dtype=torch.int64, device=seeds.device)
-    step_t = torch.full((), step, dtype=torch.int64, device=seeds.device)
-    words = philox_uint32(seeds.to(torch.int64)[:, None], quads[None, :], step_t)
+    steps = torch.as_tensor(step, dtype=torch.int64, device=seeds.device)
+    if steps.dim() == 1:
+        steps = steps[:, None]
+    words = philox_uint32(seeds.to(torch.int64)[:, None], quads[None, :], steps)
     bits = words.reshape(seeds.shape[0], -1)[:, :vocab_size]
     return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)

@@ -10,10 +10,13 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from scipy.stats import chisquare
 
 from judgefree.kernels.mix_sample import mix_sample
 from judgefree.kernels.mix_sample_ref import final_distribution
+from judgefree.kernels.mix_sample_triton import _uniform_noise
 from judgefree.kernels.philox import uniform_noise
 
 LOGPROB_TOL = 2e-5
@@ -240,6 +243,42 @@ def test_strided_rows_match_contiguous(fresh_seed, device):
     assert torch.equal(strided.tokens, packed.tokens)
 
 
+def test_per_row_steps_equal_one_call_per_step(fresh_seed, device):
+    """Rows of one batch may sit at different decode steps (continuous batching)."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, u = random_logits(gen, 4, 300, device=device)
+    seeds = torch.tensor([5, 6, 7, 8], device=device)
+    steps = torch.tensor([0, 3, 17, 3], device=device)
+    batched = mix_sample(c, u, 0.4, seeds=seeds, step=steps, top_p=0.9, backend="triton")
+    reference = run_reference(c, u, 0.4, seeds=seeds, step=steps, top_p=0.9)
+    assert torch.equal(batched.tokens.cpu(), reference.tokens)
+    for row in range(4):
+        alone = mix_sample(c[row:row + 1], u[row:row + 1], 0.4, seeds=seeds[row:row + 1],
+                           step=int(steps[row]), top_p=0.9, backend="triton")
+        assert int(alone.tokens) == int(batched.tokens[row])
+
+
+@triton.jit
+def _read_noise(seed_ptr, step_ptr, out_ptr, V, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        noise = _uniform_noise(tl.load(seed_ptr + row), step_hi, start, BLOCK)
+        tl.store(out_ptr + row * V + offs, noise, mask=offs < V)
+
+
+def test_kernel_noise_is_bit_identical_to_the_torch_stream(device):
+    """The kernel's uniforms, read out directly, equal uniform_noise bit for bit (the -log
+    on top may differ by an ulp between devices' log implementations)."""
+    seeds = torch.tensor([0, 1, 12345678901234, -5, 2**63 - 1], dtype=torch.int64, device=device)
+    steps = torch.tensor([0, 7, 2**31 - 1, 3, 1], dtype=torch.int32, device=device)
+    vocab = 203  # not a multiple of 4 or of the block
+    out = torch.empty(5, vocab, device=device)
+    _read_noise[(5,)](seeds, steps, out, vocab, BLOCK=64)
+    assert torch.equal(out.cpu(), uniform_noise(seeds.cpu(), steps.cpu().long(), vocab))
+
+
 def test_noise_matches_the_documented_stream():
     """Token i uses word i % 4 of Philox(counter=(i // 4, step)): words differ per token,
     steps and seeds, and are uniform in (0, 1)."""
@@ -333,7 +372,7 @@ def test_kernel_compiles_for_hopper_without_spills(contrast):
                                                      MAX_SEARCH_PASSES, NUM_PIVOTS)
 
     types = dict(c_ptr="*bf16", u_ptr="*bf16", stride_c="i32", stride_u="i32", weight_ptr="*fp32",
-                 temp_ptr="*fp32", top_k_ptr="*i32", top_p_ptr="*fp32", seed_ptr="*i64", step="i32",
+                 temp_ptr="*fp32", top_k_ptr="*i32", top_p_ptr="*fp32", seed_ptr="*i64", step_ptr="*i32",
                  log_beta="fp32", tokens_ptr="*i64", logprobs_ptr="*fp32", cond_ptr="*fp32",
                  flags_ptr="*i32", V="i32")
     consts = dict(HAS_U=True, CONTRAST=contrast, BLOCK=GPU_BLOCK, BLOCK_SEARCH=GPU_BLOCK_SEARCH,
@@ -393,5 +432,7 @@ def test_bad_input_names_the_argument_and_row(backend):
     hole[0, c[0].argmax()] = -math.inf
     with pytest.raises(ValueError, match="logits_u row 0 is -inf at a token the contrast"):
         call(uu=hole, mode="contrast", alpha=1.0)
-    with pytest.raises(ValueError, match="step must be an int"):
+    with pytest.raises(ValueError, match="step must lie in"):
         mix_sample(c, u, 0.5, seeds=seeds, step=-1, backend=backend)
+    with pytest.raises(ValueError, match="step must lie in.*row 2"):
+        mix_sample(c, u, 0.5, seeds=seeds, step=torch.tensor([0, 3, -2]), backend=backend)
