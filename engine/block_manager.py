@@ -52,19 +52,20 @@ class BlockManager:
         return digest.digest()
 
     def _full_keys(self, seq: Sequence, num_blocks: int) -> list[bytes]:
-        """Keys of the first ``num_blocks`` full blocks (cached on the sequence)."""
+        """Keys of (at least) the first ``num_blocks`` full blocks: the list cached on the
+        sequence, which may run longer; callers read only its first ``num_blocks`` entries."""
         keys = seq.block_keys
         while len(keys) < num_blocks:
             i = len(keys)
             keys.append(self._key(seq, i, (i + 1) * self.block_size, keys[-1] if keys else b""))
-        return keys[:num_blocks]
+        return keys
 
     def _prompt_keys(self, seq: Sequence) -> list[bytes]:
         """Keys of every block of the sequence as it stands, the partial tail included."""
         full, tail = divmod(len(seq), self.block_size)
-        keys = self._full_keys(seq, full)
+        keys = self._full_keys(seq, full)[:full]
         if tail:
-            keys = keys + [self._key(seq, full, len(seq), keys[-1] if keys else b"")]
+            keys.append(self._key(seq, full, len(seq), keys[-1] if keys else b""))
         return keys
 
     # -- allocation -------------------------------------------------------------------------
@@ -145,14 +146,17 @@ class BlockManager:
             copies.append((block.block_id, new_id))
 
     # -- registration -----------------------------------------------------------------------
-    def register(self, seq: Sequence, upto: int) -> None:
+    def register(self, seq: Sequence, upto: int, start: int = 0) -> None:
         """Publish the keys of ``seq``'s blocks whose K/V will be complete once positions
-        [0, upto) are computed; a completed prompt's partial tail block too."""
+        [0, upto) are computed; a completed prompt's partial tail block too. ``start``: the
+        first position this step computes; blocks ending before it were published by earlier
+        steps (a decode step passes it, so its cost does not grow with the sequence)."""
         if not self.prefix_caching:
             return
         full = upto // self.block_size
-        for index, key in enumerate(self._full_keys(seq, full)):
-            self._publish(seq.block_table[index], key)
+        keys = self._full_keys(seq, full)
+        for index in range(start // self.block_size, full):
+            self._publish(seq.block_table[index], keys[index])
         if upto == len(seq) and upto % self.block_size and not seq.output_ids:
             self._publish(seq.block_table[full], self._prompt_keys(seq)[-1])
 

@@ -126,6 +126,9 @@ class Engine:
             raise ValueError(f"prompt is {len(prompt.cond_ids)} tokens; the context holds "
                              f"{self.max_model_len} (max_model_len), leaving no room to generate")
         needs_uncond = (sampling.alpha > 0) if sampling.mode == "contrast" else h > 0
+        # No image / context: both paths would read the same prompt, and mixing a
+        # distribution with itself changes nothing, so the unconditional path is skipped.
+        needs_uncond = needs_uncond and prompt.uncond_ids != prompt.cond_ids
         outputs: list[int] = []
         cond = Sequence(prompt.cond_ids, outputs, prompt.image_hash, prompt.image_span)
         uncond = Sequence(prompt.uncond_ids, outputs) if needs_uncond else None

@@ -61,7 +61,9 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-        rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+        # transformers >= 5 names it rope_parameters["rope_type"], 4.x rope_scaling["rope_type" or "type"]
+        rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type in ("dynamic", "longrope"):
             raise ValueError(f"rope_type {rope_type!r} depends on the sequence length; not supported")
         reference = LlamaRotaryEmbedding(config)

@@ -12,18 +12,9 @@ from judgefree.engine.scheduler import Batch
 from judgefree.engine.sequence import SequenceGroup
 from judgefree.kernels.mix_sample import mix_sample
 
-_MASK63 = (1 << 63) - 1
-
-
-def step_seed(seed: int, step: int) -> int:
-    """A per-(response, step) Philox key (splitmix64 of both): batched rows sit at different
-    decode steps, while ``mix_sample`` takes one step for the batch, so the step goes into
-    the key and ``mix_sample`` gets step 0. A token stays a pure function of (seed, step,
-    logits), whatever else shares its batch."""
-    z = (seed * 0x9E3779B97F4A7C15 + (step + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) & _MASK63
+def philox_key(seed: int) -> int:
+    """A request seed (any Python int) as the signed 64-bit Philox key mix_sample takes."""
+    return (seed + 2**63) % 2**64 - 2**63
 
 
 class ModelRunner:
@@ -108,8 +99,9 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, batch: Batch) -> tuple[list[int], list[float], list[float]]:
         """Tokens, logprobs and cond_logprobs for ``batch.sampling`` (in that order)."""
-        for src, dst in batch.copies:  # copy-on-write before anything writes the copies
-            self.kv_cache[:, :, dst].copy_(self.kv_cache[:, :, src])
+        if batch.copies:  # copy-on-write before anything writes the copies (one gather + scatter)
+            src, dst = (self._tensor(ids, torch.int64) for ids in zip(*batch.copies))
+            self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]
         if batch.is_prefill and self.kind == "llava":
             self._encode_images(batch)
         input_ids, positions, meta, images, last_row = self._prepare(batch)
@@ -141,7 +133,8 @@ class ModelRunner:
             # finite placeholder that mix_sample never reads (their weight is 0).
             uncond_rows = [last_row[id(g.uncond if g.uncond is not None else g.cond)] for g in part]
             rows = cond_rows + (uncond_rows if has_uncond else [])
-            logits = self.language_model.compute_logits(hidden[self._tensor(rows, torch.int64)]).float()
+            # In the model's dtype: mix_sample reads bf16 and accumulates in fp32 itself.
+            logits = self.language_model.compute_logits(hidden[self._tensor(rows, torch.int64)])
             logits_c, logits_u = logits[: len(part)], (logits[len(part):] if has_uncond else None)
             params = [g.sampling for g in part]
             out = mix_sample(
@@ -150,8 +143,8 @@ class ModelRunner:
                 temperature=self._tensor([p.temperature for p in params], torch.float32),
                 top_k=self._tensor([p.top_k for p in params], torch.int32),
                 top_p=self._tensor([p.top_p for p in params], torch.float32),
-                seeds=self._tensor([step_seed(g.seed, g.step) for g in part], torch.int64),
-                step=0, mode=mode,
+                seeds=self._tensor([philox_key(g.seed) for g in part], torch.int64),
+                step=self._tensor([g.step for g in part], torch.int64), mode=mode,
                 alpha=self._tensor([p.alpha if g.uncond is not None else 0.0 for p, g in zip(params, part)],
                                    torch.float32),
                 beta=beta, backend=self.config.sampling_backend)

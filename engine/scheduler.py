@@ -5,7 +5,8 @@ either a prefill (new or resumed responses, within a token budget; a prompt long
 budget is computed in chunks) or a decode (one token for every path of every running
 response, conditional and unconditional rows together). When decoding runs out of KV blocks
 the most recently admitted responses are preempted: their blocks are released and they wait
-to be recomputed later (prefix hits make that cheap); their tokens so far are kept.
+to be recomputed later (prefix hits make that cheap); their tokens so far are kept. A
+response that cannot fit even with the whole cache to itself fails with an error.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class Scheduler:
         batch = self._schedule_prefill(failed)
         if batch is None and self.running:
             batch = self._schedule_decode()
+            if batch is None:  # every running response was preempted: readmit (or fail) the first
+                batch = self._schedule_prefill(failed)
         return batch, failed
 
     # -- prefill ----------------------------------------------------------------------------
@@ -70,7 +73,7 @@ class Scheduler:
             group = self.waiting[0]
             if not group.allocated:
                 need = sum(manager.blocks_needed(seq) for seq in group.seqs)
-                if need > manager.num_free:
+                if need > manager.num_free or not self._allocate(group):
                     if not self.running and not groups and need > len(manager.blocks):
                         self.waiting.popleft()
                         group.status, group.finish_reason = Status.FINISHED, "error"
@@ -79,9 +82,6 @@ class Scheduler:
                         failed.append(group)
                         continue
                     break
-                for seq in group.seqs:
-                    manager.allocate(seq)
-                group.allocated = True
             remaining = [seq.remaining for seq in group.seqs]
             if sum(remaining) <= budget:
                 counts, completes = remaining, True
@@ -105,6 +105,23 @@ class Scheduler:
             return None
         return Batch(True, seqs, sampling, groups)
 
+    def _allocate(self, group: SequenceGroup) -> bool:
+        """Allocate every path of ``group``, or none. The sum of the paths' ``blocks_needed``
+        can fall short: one path's fresh blocks may evict a free cached block (and with it
+        the cached chain after it) that the other path counted on, so each path is checked
+        against what is left once the ones before it hold their blocks."""
+        manager = self.block_manager
+        done: list[Sequence] = []
+        for seq in group.seqs:
+            if manager.blocks_needed(seq) > manager.num_free:
+                for held in done:
+                    manager.release(held)
+                return False
+            manager.allocate(seq)
+            done.append(seq)
+        group.allocated = True
+        return True
+
     @staticmethod
     def _chunk(remaining: list[int], budget: int) -> list[int]:
         """Split ``budget`` over the paths, never computing a path's last position before the
@@ -117,7 +134,7 @@ class Scheduler:
         return counts
 
     # -- decode -----------------------------------------------------------------------------
-    def _schedule_decode(self) -> Batch:
+    def _schedule_decode(self) -> Batch | None:
         manager = self.block_manager
         queue = deque(self.running)
         scheduled: list[SequenceGroup] = []
@@ -133,9 +150,11 @@ class Scheduler:
                 for seq in group.seqs:
                     manager.prepare_append(seq, copies)
                     seq.num_scheduled = 1
-                    manager.register(seq, len(seq))
+                    manager.register(seq, len(seq), len(seq) - 1)
                 scheduled.append(group)
         self.running = scheduled
+        if not scheduled:
+            return None
         seqs = [seq for group in scheduled for seq in group.seqs]
         return Batch(False, seqs, list(scheduled), list(scheduled), copies)
 

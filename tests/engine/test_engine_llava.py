@@ -57,7 +57,8 @@ def test_two_path_greedy_equals_the_two_forward_baseline(llava_engine, llava_bas
 
 
 def test_recorded_cond_logprobs_equal_a_full_forward(llava_engine, llava_hf, photos, fresh_seed):
-    sampling = SamplingParams(temperature=1.0, top_k=50)
+    # sampled at temperature 0.7: cond_logprobs must still be the temperature-1 log-softmax
+    sampling = SamplingParams(temperature=0.7, top_k=50)
     requests = [Request(PROMPT, image=im, h=h, sampling=sampling, max_new_tokens=NEW, seed=fresh_seed + i)
                 for i, (im, h) in enumerate(zip(photos[:3], [0.0, 0.6, 0.9]))]
     for completion, image in zip(llava_engine.generate(requests), photos):
@@ -116,15 +117,25 @@ def test_prefix_sharing_computes_each_distinct_prompt_once(llava_engine, make_en
 
 def test_chunked_prefill_and_preemption_do_not_change_outputs(tiny_llava_dir, llava_engine, make_engine, photos):
     """A 7-token prefill budget (prompts computed in chunks) and a cache so small that
-    decoding must preempt and recompute: both give the roomy engine's greedy tokens."""
+    decoding must preempt and recompute: both give the roomy engine's tokens, greedy and
+    sampled (a resumed response draws from the same (seed, step) stream), and its
+    cond_logprobs; responses that finish at different steps included."""
+    sampled = SamplingParams(temperature=1.0, top_p=0.9)
     requests = [Request(PROMPT, image=photos[i % 2], h=h, sampling=GREEDY, max_new_tokens=12)
                 for i, h in enumerate([0.0, 0.5, 0.7, 0.0])]
-    reference = [c.token_ids for c in llava_engine.generate(requests)]
-    # 4-token blocks, 18 of them: the prompts and their first copy-on-write take them all
+    requests += [Request(PROMPT, image=photos[i % 2], h=h, sampling=sampled, max_new_tokens=n, seed=i)
+                 for i, (h, n) in enumerate([(0.6, 12), (0.0, 7), (0.3, 12)])]
+    reference = llava_engine.generate(requests)
+    # 4-token blocks, 18 of them: the least the engine accepts (two paths of max_model_len)
     tight = {"block_size": 4, "max_model_len": 36, "max_kv_blocks": 18}
     for options in ({"max_num_batched_tokens": 7}, tight):
         engine = make_engine(tiny_llava_dir, **options)
-        assert [c.token_ids for c in engine.generate(requests)] == reference, options
+        out = engine.generate(requests)
+        assert [c.token_ids for c in out] == [c.token_ids for c in reference], options
+        assert [c.finish_reason for c in out] == [c.finish_reason for c in reference]
+        for a, b in zip(out, reference):
+            torch.testing.assert_close(torch.tensor(a.cond_logprobs), torch.tensor(b.cond_logprobs),
+                                       atol=1e-4, rtol=0)
         if "max_kv_blocks" in options:
             assert engine.stats["preemptions"] > 0
 

@@ -61,3 +61,21 @@ def test_tiny_llama_context_is_the_conditional_path(tiny_llama_dir):
     assert ours[0].prompt_token_ids == cond.cond_ids and len(cond.uncond_ids) < len(cond.cond_ids)
     failed = engine.generate([Request("Describe.", image="photo.jpg")])[0]
     assert failed.finish_reason == "error" and "no vision tower" in failed.error
+
+
+def test_a_request_without_context_runs_one_path_whatever_its_h(tiny_llama_dir):
+    """Without a context both paths would read the same prompt; mixing a distribution with
+    itself changes nothing, so no unconditional path is computed and the sampled tokens are
+    those of h = 0 (the drawn h is still recorded)."""
+    from judgefree.engine.types import SamplingParams
+
+    engine = Engine.from_pretrained(tiny_llama_dir, max_model_len=128, max_kv_blocks=64)
+    sampled = SamplingParams(temperature=1.0)
+    runs = {}
+    for h in (0.0, 0.7):
+        before = engine.stats["prefill_tokens"]
+        runs[h] = engine.generate([Request("Tell me a story.", h=h, sampling=sampled, seed=11, max_new_tokens=6)])[0]
+        runs[h, "prefill"] = engine.stats["prefill_tokens"] - before
+    assert runs[0.7].token_ids == runs[0.0].token_ids and runs[0.7].h == 0.7
+    assert runs[0.7].logprobs == pytest.approx(runs[0.0].logprobs, abs=1e-5)
+    assert runs[0.7, "prefill"] == runs[0.0, "prefill"]
