@@ -36,14 +36,26 @@ def test_cuda_sampling_picks_the_cpu_tokens(tiny_llava_dir, llava_engine, photos
     assert same >= len(cpu) - 1  # Philox streams agree; a float near-tie may flip one response
 
 
-def test_cuda_bf16_graphs_and_eager_agree(tiny_llava_dir, photos):
-    eager = Engine.from_pretrained(tiny_llava_dir, device="cuda", dtype="bfloat16", max_model_len=256,
-                                   max_kv_blocks=512, enforce_eager=True)
-    graphs = Engine.from_pretrained(tiny_llava_dir, device="cuda", dtype="bfloat16", max_model_len=256,
-                                    max_kv_blocks=512)
-    a, b = eager.generate(_requests(photos)), graphs.generate(_requests(photos))
-    assert [c.token_ids for c in a] == [c.token_ids for c in b]
-    assert all(c.error is None and torch.isfinite(torch.tensor(c.cond_logprobs)).all() for c in b)
+def test_cuda_bf16_graphs_and_eager_agree(smollm2_dir):
+    """Graph replays compute what eager decode computes. Graphs see full-width block tables and
+    padded batches, so split-K attention may reduce in another order and bf16 rounding differs;
+    on a real LM (peaked logits, unlike a random tiny model) greedy tokens still agree but for a
+    rare near-tie, and the recorded log-probs agree to bf16 precision along the common prefix."""
+    options = dict(device="cuda", dtype="bfloat16", max_model_len=256, max_kv_blocks=512)
+    eager = Engine.from_pretrained(smollm2_dir, enforce_eager=True, **options)
+    graphs = Engine.from_pretrained(smollm2_dir, **options)
+    assert eager.runner.graphs is None and graphs.runner.graphs is not None
+    requests = [Request("Continue the story.", context=context, h=h, sampling=GREEDY, max_new_tokens=16, seed=i)
+                for i, (context, h) in enumerate([("Once upon a time", 0.0), ("The ship left port", 0.5),
+                                                  ("In the lab", 0.3), ("A cat sat", 0.0), ("At dawn", 0.8)])]
+    a, b = eager.generate(requests), graphs.generate(requests)
+    for x, y in zip(a, b):
+        assert x.error is None and y.error is None
+        common = next((i for i, (s, t) in enumerate(zip(x.token_ids, y.token_ids)) if s != t), len(x.token_ids))
+        assert common >= 6, (x.token_ids, y.token_ids)
+        torch.testing.assert_close(torch.tensor(x.cond_logprobs[:common]), torch.tensor(y.cond_logprobs[:common]),
+                                   atol=0.05, rtol=0)
+    assert sum(x.token_ids == y.token_ids for x, y in zip(a, b)) >= len(a) - 1
 
 
 def test_kv_cache_is_sized_from_free_memory(tiny_llava_dir):
