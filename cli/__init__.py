@@ -14,7 +14,7 @@ import sys
 
 from judgefree import __version__
 
-SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate", "improve")
 
 
 def build_parser() -> argparse.ArgumentParser:

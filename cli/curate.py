@@ -12,14 +12,14 @@ import argparse
 import sys
 
 
-def _split_indices(text: str) -> tuple[int, ...]:
+def split_indices(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected split indices like 5 or 4,5; got {text!r}") from None
 
 
-def _diff_range(text: str) -> tuple[float, float]:
+def diff_range(text: str) -> tuple[float, float]:
     parts = text.replace(":", ",").split(",")
     try:
         lo, hi = (float(p) for p in parts)
@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="per-sentence score: clipscore = 2.5*max(cos,0) (default) or cosine")
     p.add_argument("--splits", type=int, default=10, help="number of splits by score difference (default 10)")
     keep = p.add_mutually_exclusive_group()
-    keep.add_argument("--keep", type=_split_indices, default=None,
+    keep.add_argument("--keep", type=split_indices, default=None,
                       help="split index(es) to keep, 0 = smallest differences (default: all)")
-    keep.add_argument("--keep-diff", type=_diff_range, default=None, help="keep differences in LO:HI (inclusive)")
+    keep.add_argument("--keep-diff", type=diff_range, default=None, help="keep differences in LO:HI (inclusive)")
     p.add_argument("--chunk-size", type=int, default=256, help="pairs scored per step (and per resume point)")
     p.add_argument("--text-batch", type=int, default=256, help="texts per CLIP text-encoder batch")
     p.add_argument("--image-batch", type=int, default=32, help="images per CLIP image-encoder batch")

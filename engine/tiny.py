@@ -191,17 +191,16 @@ def _copy_language_model(model, source: Path, vocab: int) -> None:
             model.lm_head.weight[head.shape[0]:] = head.mean(0)
 
 
-DEMO_NAME = "llava-smollm2-demo"
-
-
-def demo_llava_path(cache_dir: str | os.PathLike | None = None) -> Path:
+def demo_llava_path(cache_dir: str | os.PathLike | None = None, image_size: int = 224) -> Path:
     """The demo model, built once into the cache: LLaVA-1.5 layout whose language model is
-    the real SmolLM2-135M-Instruct, with a small random CLIP tower (224 px, 14 px patches:
-    256 image tokens) and projector. Its text is real English; what it says about an image
-    is not grounded until the projector is trained."""
+    the real SmolLM2-135M-Instruct, with a small random CLIP tower (14 px patches: 256 image
+    tokens at the default 224 px, 16 at 56 px) and projector. Its text is real English; what
+    it says about an image is not grounded until the projector is trained."""
     from judgefree.engine.smollm import cached_folder, smollm2_path
 
+    if image_size < 14 or image_size % 14:
+        raise ValueError(f"image_size must be a positive multiple of the 14 px patch, got {image_size}")
     source = smollm2_path(cache_dir)
-    return cached_folder(DEMO_NAME, lambda tmp: build_tiny_llava(
-        tmp, language_model=source, image_size=224, patch_size=14, vision_hidden=64, vision_layers=2,
+    return cached_folder(f"llava-smollm2-demo-{image_size}px", lambda tmp: build_tiny_llava(
+        tmp, language_model=source, image_size=image_size, patch_size=14, vision_hidden=64, vision_layers=2,
         seed=0, init_std=0.02), cache_dir)

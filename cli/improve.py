@@ -1,0 +1,163 @@
+"""``judgefree improve``: the self-improvement loop, generate -> curate -> train (-> evaluate)
+per round, each round starting from the previous round's model.
+
+Every stage resumes its partial output and is skipped once complete, so rerunning the same
+command continues where it stopped (a larger --rounds adds rounds). ``judgefree improve
+--demo`` runs one full round on bundled photos and a SmolLM2-based LLaVA (see its output for
+which parts are random). Under torchrun, training runs on every rank with FSDP2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from judgefree.cli.curate import diff_range, split_indices
+
+DEMO_ALLOWED = {"demo", "out", "no_progress", "command", "func"}
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """DPO options (shared with ``python -m judgefree.train.launch``)."""
+    g = p.add_argument_group("training (DPO)")
+    g.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
+    g.add_argument("--loss-type", default="sigmoid", help="sigmoid (default), ipo, hinge or robust")
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--finetune", default="auto", choices=("auto", "lora", "full"),
+                   help="auto (default): LoRA in one process, full fine-tuning under torchrun")
+    g.add_argument("--lora-r", type=int, default=16)
+    g.add_argument("--lora-alpha", type=int, default=32)
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5 LoRA, 5e-7 full)")
+    g.add_argument("--epochs", type=int, default=1)
+    g.add_argument("--scheduler", default="cosine", help="cosine (default), linear, constant, constant_with_warmup")
+    g.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    g.add_argument("--batch-size", type=int, default=8, help="pairs per optimizer step, all processes together")
+    g.add_argument("--micro-batch-size", type=int, default=2, help="pairs per forward on one process")
+    g.add_argument("--train-dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: on with CUDA, off on the CPU")
+    g.add_argument("--liger", action=argparse.BooleanOptionalAction, default=None,
+                   help="liger-kernel's Llama kernels (default: on with CUDA)")
+    g.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps (default 50)")
+    g.add_argument("--train-seed", type=int, default=0)
+
+
+def train_config(args: argparse.Namespace, **overrides):
+    """A TrainConfig from ``add_train_arguments``'s options (imports torch)."""
+    from judgefree.train.config import TrainConfig
+
+    return TrainConfig(beta=args.beta, loss_type=args.loss_type, label_smoothing=args.label_smoothing,
+                       finetune=args.finetune, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                       learning_rate=args.lr, epochs=args.epochs, max_steps=args.max_steps,
+                       scheduler=args.scheduler, warmup_ratio=args.warmup_ratio,
+                       batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, dtype=args.train_dtype,
+                       gradient_checkpointing=args.gradient_checkpointing, liger=args.liger,
+                       save_every=args.save_every, seed=args.train_seed, **overrides)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("improve", help="self-improvement rounds: generate, curate, train (, evaluate)",
+                              description=__doc__)
+    p.add_argument("--demo", action="store_true",
+                   help="one full round on bundled photos and the SmolLM2-based demo model (no other arguments)")
+    p.add_argument("--model", help="seed model folder (Hugging Face layout)")
+    p.add_argument("--images", help="folder of images, or a text file with one path per line")
+    p.add_argument("--rounds", type=int, default=1, help="rounds to run (default 1); a rerun may raise it")
+    p.add_argument("--out", default=None, help="run folder (default runs/, with --demo runs/demo)")
+    g = p.add_argument_group("generation")
+    g.add_argument("--prompt", default="Describe this image in detail.")
+    g.add_argument("--h-chosen", default="fixed:0")
+    g.add_argument("--h-rejected", default="gaussian:0.5,0.15")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0, help="generation seed of round 1 (round k uses seed + k - 1)")
+    g.add_argument("--chunk-size", type=int, default=64, help="images per engine call and per store shard")
+    g = p.add_argument_group("curation")
+    g.add_argument("--clip", default="ViT-L-14-336")
+    g.add_argument("--clip-weights", default="openai")
+    g.add_argument("--clip-quick-gelu", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--score", choices=("clipscore", "cosine"), default="clipscore")
+    g.add_argument("--splits", type=int, default=10)
+    keep = g.add_mutually_exclusive_group()
+    keep.add_argument("--keep", type=split_indices, default=None, help="split index(es) to keep (default: all)")
+    keep.add_argument("--keep-diff", type=diff_range, default=None, help="keep score differences in LO:HI")
+    add_train_arguments(p)
+    g = p.add_argument_group("evaluation (optional: CHAIR after every round, and of the seed model)")
+    g.add_argument("--eval-questions", help="Object HalBench question JSONL")
+    g.add_argument("--eval-images", help="image folder for the questions (COCO file names)")
+    g.add_argument("--coco-annotations", help="folder with COCO instances_*.json and captions_*.json")
+    g.add_argument("--eval-max-new-tokens", type=int, default=512)
+    p.add_argument("--dtype", default="auto", help="engine dtype: auto, float32, bfloat16, float16")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _check_demo_alone(args: argparse.Namespace) -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    defaults = vars(parser.parse_args(["improve"]))
+    changed = sorted(k for k, v in vars(args).items() if k not in DEMO_ALLOWED and v != defaults.get(k))
+    if changed:
+        raise ValueError(f"--demo takes no other arguments than --out and --no-progress "
+                         f"(got --{changed[0].replace('_', '-')})")
+
+
+def _settings(args: argparse.Namespace):
+    from judgefree.curate.clip_score import ClipConfig
+    from judgefree.curate.generation import GenerationSettings, list_images
+    from judgefree.curate.selection import Selection
+    from judgefree.engine.types import SamplingParams
+    from judgefree.train.loop import EvalSettings, LoopSettings
+
+    if not args.model or not args.images:
+        raise ValueError("--model and --images are required (or run `judgefree improve --demo`)")
+    model = Path(args.model)
+    if not (model / "config.json").is_file():
+        raise FileNotFoundError(f"--model: no Hugging Face model folder at {model} (config.json missing)")
+    evaluation = None
+    eval_inputs = (args.eval_questions, args.coco_annotations)
+    if any(eval_inputs):
+        if not all(eval_inputs):
+            raise ValueError("evaluation needs both --eval-questions and --coco-annotations")
+        evaluation = EvalSettings(args.eval_questions, args.coco_annotations, args.eval_images,
+                                  args.eval_max_new_tokens)
+    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    generation = GenerationSettings(model="", prompt=args.prompt, h_chosen=args.h_chosen, h_rejected=args.h_rejected,
+                                    sampling=sampling, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    weights = None if args.clip_weights.lower() in ("", "none") else args.clip_weights
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    return LoopSettings(
+        model=str(model.resolve()), images=list_images(args.images), out=args.out or "runs", rounds=args.rounds,
+        generation=generation, chunk_size=args.chunk_size,
+        clip=ClipConfig(model=args.clip, weights=weights, kind=args.score, quick_gelu=args.clip_quick_gelu),
+        selection=Selection(splits=args.splits, keep_splits=args.keep, keep_diff=args.keep_diff),
+        train=train_config(args), evaluation=evaluation, dtype=args.dtype, device=args.device,
+        progress=not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    from judgefree.train.loop import Loop
+
+    if args.demo:
+        _check_demo_alone(args)
+        from judgefree.train.demo import run_demo
+
+        return run_demo(args.out, progress=not args.no_progress)
+    reports = Loop(_settings(args), log=lambda line: print(line, file=sys.stderr)).run()
+    for report in reports:
+        train = report.stages["train"]
+        last = train.get("last", {})
+        print(f"round {report.round}: {report.stages['generate'].get('pairs')} pairs, "
+              f"kept {report.stages['curate'].get('kept')}, {train.get('steps')} DPO steps, "
+              f"final loss {last.get('loss', float('nan')):.4f}, margin {last.get('rewards/margins', float('nan')):.3f}"
+              f" -> {report.model_out}")
+        if "evaluate" in report.stages:
+            m = report.stages["evaluate"]["metrics"]
+            print(f"  CHAIRs {100 * m['chair_s']:.1f}%  CHAIRi {100 * m['chair_i']:.1f}%  recall {100 * m['recall']:.1f}%")
+    return 0

@@ -1,0 +1,109 @@
+"""DPO training settings (``TrainConfig``) and how "auto" choices resolve on this machine.
+
+Plain Python: the CLI validates arguments before torch or a model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from judgefree.train.losses import DPO_LOSS_TYPES
+
+FINETUNE_MODES = ("auto", "lora", "full")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# The attention and MLP projections of a Llama language model; vision towers are never adapted.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    """DPO on a curated pair store. ``batch_size`` counts pairs per optimizer step (all
+    processes together), ``micro_batch_size`` pairs per forward on one process.
+    ``learning_rate=None`` picks 5e-5 for LoRA and 5e-7 for full fine-tuning."""
+
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    finetune: str = "auto"  # auto: LoRA in one process, full fine-tuning under FSDP2
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    train_projector: bool = True  # full fine-tuning of LLaVA: the projector learns with the LM
+    learning_rate: float | None = None
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    micro_batch_size: int = 2
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on the CPU
+    gradient_checkpointing: bool | None = None  # None: on with CUDA, off on the CPU
+    liger: bool | None = None  # None: liger-kernel's Llama kernels whenever on CUDA
+    seed: int = 0
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    merge_lora: bool = True
+    kept_only: bool = True
+
+    def __post_init__(self) -> None:
+        self.lora_targets = tuple(self.lora_targets)
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "epochs": self.epochs,
+                    "batch_size": self.batch_size, "micro_batch_size": self.micro_batch_size,
+                    "save_every": self.save_every, "keep_checkpoints": self.keep_checkpoints}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or None), got {self.max_steps}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("weight_decay and max_grad_norm must be >= 0")
+        if not self.lora_targets:
+            raise ValueError("lora_targets must name at least one module")
+
+    def resolved_finetune(self, world_size: int) -> str:
+        """"lora" or "full" ("auto": LoRA in one process, full fine-tuning across processes)."""
+        if self.finetune != "auto":
+            return self.finetune
+        return "lora" if world_size == 1 else "full"
+
+    def resolved_learning_rate(self, world_size: int) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-5 if self.resolved_finetune(world_size) == "lora" else 5e-7
+
+    def to_manifest(self) -> dict[str, Any]:
+        """JSON-ready settings; a resumed run compares them with the stored ones."""
+        out = asdict(self)
+        out["lora_targets"] = list(self.lora_targets)
+        return out
+
+
+# Settings that may change between a run and its resume without changing the result.
+RESUME_FREE = frozenset({"save_every", "keep_checkpoints"})
+
+
+def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Names of the settings in which a resumed run differs from the stored one."""
+    keys = (set(stored) | set(current)) - RESUME_FREE
+    return sorted(k for k in keys if stored.get(k) != current.get(k))

@@ -1,0 +1,159 @@
+"""Loading a checkpoint for DPO: transformers model, LoRA through peft or full fine-tuning,
+liger-kernel's Llama kernels on CUDA, gradient checkpointing, dropout off.
+
+Precision: LoRA keeps the frozen base in the compute dtype (bf16 on CUDA) and the adapters
+in fp32 (peft's default); full fine-tuning keeps fp32 master weights and computes in bf16
+under autocast (one process) or FSDP2's mixed-precision policy (several).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from judgefree.train.config import TrainConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(slots=True)
+class LoadedPolicy:
+    """The model to train and what the trainer needs beside it."""
+
+    model: nn.Module  # a transformers model, or a peft model around one
+    kind: str  # "llava" or "llama"
+    finetune: str  # "lora" or "full"
+    compute_dtype: torch.dtype
+    pad_id: int
+    pixels: Callable[[str], torch.Tensor] | None  # image path -> [3, H, W] (LLaVA only)
+    source: Path
+
+
+def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    """"auto": bfloat16 on CUDA, float32 elsewhere."""
+    if config.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[config.dtype]
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def language_model(model: nn.Module, kind: str) -> nn.Module:
+    """The decoder stack that maps input embeddings to final hidden states."""
+    base = base_model(model)
+    return base.model.language_model if kind == "llava" else base.model
+
+
+def load_policy(path: str | os.PathLike, config: TrainConfig, device: torch.device,
+                world_size: int = 1) -> LoadedPolicy:
+    """Load ``path`` (HF layout) for training on ``device``; under FSDP2 (``world_size > 1``)
+    the model stays on the CPU until ``fully_shard`` moves its shards."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
+
+    from judgefree.engine.loader import check_folder, model_kind
+
+    folder = check_folder(path)
+    kind = model_kind(AutoConfig.from_pretrained(folder))
+    finetune = config.resolved_finetune(world_size)
+    dtype = compute_dtype(config, device)
+    # LoRA freezes the base, so it may live in the compute dtype; full fine-tuning keeps fp32 masters.
+    weight_dtype = dtype if finetune == "lora" else torch.float32
+    cls = LlavaForConditionalGeneration if kind == "llava" else AutoModelForCausalLM
+    model = cls.from_pretrained(folder, dtype=weight_dtype, attn_implementation="sdpa")
+    if world_size == 1:
+        model.to(device)
+    model = prepare_for_training(model, kind, config, device, finetune)
+    pixels = None
+    if kind == "llava":
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(folder)
+        tokenizer = processor.tokenizer
+        pixels = _pixel_reader(processor.image_processor)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return LoadedPolicy(model, kind, finetune, dtype, int(pad_id), pixels, folder)
+
+
+def prepare_for_training(model: nn.Module, kind: str, config: TrainConfig, device: torch.device,
+                         finetune: str) -> nn.Module:
+    """Dropout off, liger kernels (CUDA), frozen base + LoRA or trainable language model,
+    gradient checkpointing; returns the model to train (a peft model with LoRA)."""
+    model.config.use_cache = False
+    _disable_dropout(model)
+    use_liger = config.liger if config.liger is not None else device.type == "cuda"
+    if use_liger:
+        from judgefree.kernels._backend import triton_interpreting
+
+        if device.type != "cuda" and not triton_interpreting():
+            raise ValueError("liger=True needs a CUDA device (or TRITON_INTERPRET=1 to run its kernels on the CPU)")
+        apply_liger(model, kind)
+    model.requires_grad_(False)
+    if finetune == "lora":
+        model = _add_lora(model, config)
+    else:
+        language_model(model, kind).requires_grad_(True)
+        model.get_output_embeddings().requires_grad_(True)
+        if kind == "llava" and config.train_projector:
+            model.model.multi_modal_projector.requires_grad_(True)
+    use_checkpointing = config.gradient_checkpointing
+    if use_checkpointing if use_checkpointing is not None else device.type == "cuda":
+        base = base_model(model)
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def lora_config(config: TrainConfig):
+    """peft LoraConfig for the language model's projections (never the vision tower)."""
+    from peft import LoraConfig
+
+    names = "|".join(sorted(set(config.lora_targets)))
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      bias="none", target_modules=rf"^(?!.*vision_tower).*\.({names})$")
+
+
+def _add_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, lora_config(config))
+    except ValueError as err:  # peft: "Target modules ... not found in the base model"
+        raise ValueError(f"lora_targets {list(config.lora_targets)} match no module of the model: {err}") from None
+
+
+def apply_liger(model: nn.Module, kind: str) -> None:
+    """liger-kernel's RoPE, RMSNorm and SwiGLU kernels on the Llama language model (the
+    log-probs come from our own lm_head kernel, so no fused cross-entropy)."""
+    from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+    apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                fused_linear_cross_entropy=False, model=language_model(model, kind))
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    """DPO compares exact log-probs of the same sequences: no dropout anywhere (as TRL does)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def _pixel_reader(image_processor) -> Callable[[str], torch.Tensor]:
+    from judgefree.engine.images import load_image
+
+    def pixels(path: str) -> torch.Tensor:
+        # The engine's PromptBuilder feeds the same processor the same RGB image.
+        return image_processor(images=load_image(path), return_tensors="pt")["pixel_values"][0]
+
+    return pixels
