@@ -31,12 +31,7 @@ class LlavaForEngine(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] -> [N, image_tokens, hidden] projected image features."""
         out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
-        layers = self.config.vision_feature_layer
-        layers = [layers] if isinstance(layers, int) else list(layers)
-        chosen = [out.hidden_states[layer] for layer in layers]
-        if self.config.vision_feature_select_strategy == "default":
-            chosen = [h[:, 1:] for h in chosen]  # drop CLS
-        return self.multi_modal_projector(torch.cat(chosen, dim=-1))
+        return self.multi_modal_projector(select_image_features(out.hidden_states, self.config))
 
     def load_weight(self, name: str, tensor: torch.Tensor) -> str:
         """Route one checkpoint tensor (old ``language_model.model.*`` or new
@@ -60,6 +55,17 @@ class LlavaForEngine(nn.Module):
         names = {"language_model." + n for n in self.language_model.expected_weights()}
         names.update(n for n, _ in self.named_parameters() if not n.startswith("language_model."))
         return names
+
+
+def select_image_features(hidden_states, config) -> torch.Tensor:
+    """The vision tower's layer(s) LLaVA feeds the projector (``vision_feature_layer``), CLS
+    dropped under the "default" strategy, concatenated on the feature axis."""
+    layers = config.vision_feature_layer
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    chosen = [hidden_states[layer] for layer in layers]
+    if config.vision_feature_select_strategy == "default":
+        chosen = [h[:, 1:] for h in chosen]  # drop CLS
+    return torch.cat(chosen, dim=-1)
 
 
 def image_token_id(config) -> int:

@@ -34,6 +34,7 @@ class TrainConfig:
     train_projector: bool = True  # full fine-tuning of LLaVA: the projector learns with the LM
     learning_rate: float | None = None
     weight_decay: float = 0.0
+    adam_eps: float = 1e-8  # AdamW's epsilon
     scheduler: str = "cosine"
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -56,6 +57,11 @@ class TrainConfig:
             raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        # The ranges of losses.dpo_loss, checked here so that a bad value fails before any model loads.
+        smoothing_ok = {"sigmoid": 0.0 <= self.label_smoothing <= 0.5, "robust": 0.0 <= self.label_smoothing < 0.5}
+        if not smoothing_ok.get(self.loss_type, self.label_smoothing == 0.0):
+            raise ValueError(f"label_smoothing {self.label_smoothing} is outside the range of loss_type "
+                             f"{self.loss_type!r} (sigmoid: [0, 0.5], robust: [0, 0.5), ipo and hinge: 0)")
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
         if self.scheduler not in SCHEDULERS:
@@ -78,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("weight_decay and max_grad_norm must be >= 0")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
         if not self.lora_targets:
             raise ValueError("lora_targets must name at least one module")
 

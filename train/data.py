@@ -7,6 +7,8 @@ last response token is never fed and ``targets`` marks the response positions on
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ class DPOExample:
     chosen_ref: list[float] | None
     rejected_ref: list[float] | None
     image: str | None = None
+    image_sha256: str | None = None  # the image's bytes when the pair was generated
 
 
 @dataclass(slots=True)
@@ -95,11 +98,40 @@ def load_examples(store_path: str | Path, *, kept_only: bool = True) -> tuple[li
             pair_id=record.pair_id, prompt_ids=list(record.prompt_token_ids),
             chosen_ids=list(record.chosen_token_ids), rejected_ids=list(record.rejected_token_ids),
             chosen_ref=_reference(record, "chosen"), rejected_ref=_reference(record, "rejected"),
-            image=record.image or None,
+            image=record.image or None, image_sha256=record.image_sha256 or None,
         ))
     if not examples:
         raise ValueError(f"{store_path} holds no pair to train on ({len(skipped)} left out)")
     return examples, skipped
+
+
+def check_images_unchanged(examples: list[DPOExample]) -> None:
+    """Every image must still be the file the pair was generated from: its reference log-probs
+    were computed on those pixels, and training on another picture would pair them wrongly."""
+    from judgefree.curate.records import file_sha256
+
+    seen: dict[str, str] = {}
+    for e in examples:
+        if not e.image or not e.image_sha256 or e.image in seen:
+            continue
+        try:
+            seen[e.image] = file_sha256(e.image)
+        except OSError as err:
+            raise FileNotFoundError(f"image {e.image} of pair {e.pair_id} cannot be read: {err}") from None
+        if seen[e.image] != e.image_sha256:
+            raise ValueError(f"image {e.image} changed since pair {e.pair_id} was generated (sha256 "
+                             f"{seen[e.image][:12]}... != {e.image_sha256[:12]}...): regenerate the pairs")
+
+
+def examples_digest(examples: list[DPOExample]) -> str:
+    """Content hash of the training pairs (ids, image, token ids, stored reference log-probs):
+    a resumed or finished run is reused only for the very same data."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.pair_id, e.image, e.image_sha256, e.prompt_ids, e.chosen_ids, e.rejected_ids,
+                                  e.chosen_ref, e.rejected_ref]).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,8 +74,9 @@ def export_model(loaded: LoadedPolicy, policy: nn.Module, out: str | Path, confi
             rebuilt.compute_dtype = loaded.compute_dtype
             wrapper = ResponseLogprobs(rebuilt.model, rebuilt.kind)
             result = wrapper.load_state_dict(full, strict=False)
-            if result.unexpected_keys:
-                raise RuntimeError(f"gathered weights do not fit the rebuilt model: {result.unexpected_keys[:4]}")
+            if result.unexpected_keys or result.missing_keys:  # every weight must come from training
+                raise RuntimeError(f"gathered weights do not fit the rebuilt model: unexpected "
+                                   f"{result.unexpected_keys[:4]}, missing {result.missing_keys[:4]}")
             layout = _save(rebuilt.model, rebuilt, tmp, config.merge_lora)
         else:
             layout = _save(loaded.model, loaded, tmp, config.merge_lora)

@@ -8,8 +8,10 @@
     OUT/round-K/eval/            CHAIR of m_K                + round-K/evaluate.done
 
 Round K generates with m_{K-1} (m_0 = --model). Each stage resumes its own partial output
-and is skipped once its marker (written last, atomically) exists. Under torchrun, rank 0
-generates, curates and evaluates while the other ranks wait for the marker; all ranks train.
+and is skipped once its marker (written last, atomically) exists. Evaluation may be added on
+a rerun; an evaluation marker written with other evaluation settings is refused. Under
+torchrun, rank 0 generates, curates and evaluates while the other ranks wait for the marker;
+all ranks train.
 """
 
 from __future__ import annotations
@@ -114,11 +116,19 @@ class Loop:
         """m_{k-1}: the model round k starts from."""
         return str(Path(self.s.model).resolve()) if k == 1 else str(self.round_dir(k - 1) / "train" / "model")
 
-    def _stage(self, k: int, name: str, work: Callable[[], dict[str, Any]], *, all_ranks: bool = False) -> dict:
+    def _stage(self, k: int, name: str, work: Callable[[], dict[str, Any]], *, all_ranks: bool = False,
+               settings: dict[str, Any] | None = None) -> dict:
+        """Run ``work`` unless its marker exists. ``settings`` (for a stage whose settings may
+        change between reruns, i.e. evaluation) are stored in the marker; a marker written
+        with other settings is refused rather than reused."""
         marker = self.round_dir(k) / f"{name}.done"
         if marker.is_file():
+            done = json.loads(marker.read_text())
+            if settings is not None and done.get("settings") != settings:
+                raise ValueError(f"round {k}: {name} was done with other settings ({marker}); rerun with the "
+                                 f"same ones, or delete {marker} and its output to redo it")
             self.log(f"round {k}: {name} already done, skipped ({marker})")
-            return {**json.loads(marker.read_text()), "skipped": True}
+            return {**done, "skipped": True}
         if not all_ranks and not self.rank.is_main:
             while not marker.is_file():  # rank 0 is working; no collective can wait that long
                 time.sleep(5)
@@ -126,6 +136,8 @@ class Loop:
         self.log(f"round {k}: {name} ...")
         start = time.perf_counter()
         summary = work()
+        if settings is not None:
+            summary["settings"] = settings
         summary["seconds"] = round(time.perf_counter() - start, 2)
         if self.rank.is_main:
             write_json_atomic(marker, summary)
@@ -136,8 +148,11 @@ class Loop:
     # -- the stages -------------------------------------------------------------------------
     def run(self) -> list[RoundReport]:
         self.check_settings()
-        if self.s.evaluation is not None:
-            self._stage(0, "evaluate", lambda: self._evaluate(self.model_for(1), self.round_dir(0) / "eval"))
+        # Evaluation may be added on a rerun (it is free in loop.json), so its marker keeps its settings.
+        evaluation = json.loads(json.dumps(asdict(self.s.evaluation))) if self.s.evaluation is not None else None
+        if evaluation is not None:
+            self._stage(0, "evaluate", lambda: self._evaluate(self.model_for(1), self.round_dir(0) / "eval"),
+                        settings=evaluation)
         reports = []
         for k in range(1, self.s.rounds + 1):
             model, rdir = self.model_for(k), self.round_dir(k)
@@ -149,7 +164,8 @@ class Loop:
             }
             trained = str(rdir / "train" / "model")
             if self.s.evaluation is not None:
-                stages["evaluate"] = self._stage(k, "evaluate", lambda: self._evaluate(trained, rdir / "eval"))
+                stages["evaluate"] = self._stage(k, "evaluate", lambda: self._evaluate(trained, rdir / "eval"),
+                                                 settings=evaluation)
             reports.append(RoundReport(k, model, trained, stages))
         return reports
 
@@ -162,6 +178,9 @@ class Loop:
         engine = Engine.from_pretrained(model, dtype=self.s.dtype, device=self.s.device)
         report = generate_store(engine, self.s.images, store, settings, chunk_size=self.s.chunk_size,
                                 progress=self.s.progress)
+        if report.skipped:  # the stage still counts as done: a rerun will not retry these images
+            self.log(f"round {k}: {len(report.skipped)} images gave no pair, e.g. {report.skipped[0]['image']}: "
+                     f"{report.skipped[0]['reason']} (all in {store / 'manifest.json'})")
         return {"store": str(store), "pairs": report.already_stored + report.generated,
                 "skipped_images": len(report.skipped)}
 

@@ -14,7 +14,7 @@ import contextlib
 import torch
 from torch import nn
 
-from judgefree.engine.llava import image_token_id
+from judgefree.engine.llava import image_token_id, select_image_features
 from judgefree.kernels.linear_logprobs import linear_logprobs
 from judgefree.train.data import IGNORE_INDEX, DPOBatch
 from judgefree.train.losses import SequenceLogprobs, sequence_logprobs
@@ -74,12 +74,7 @@ class ResponseLogprobs(nn.Module):
         tower, projector = base.model.vision_tower, base.model.multi_modal_projector
         with torch.no_grad():
             out = tower(pixel_values.to(next(tower.parameters()).dtype), output_hidden_states=True)
-            layers = config.vision_feature_layer
-            layers = [layers] if isinstance(layers, int) else list(layers)
-            chosen = [out.hidden_states[layer] for layer in layers]
-            if config.vision_feature_select_strategy == "default":
-                chosen = [h[:, 1:] for h in chosen]  # drop CLS
-            selected = torch.cat(chosen, dim=-1)
+            selected = select_image_features(out.hidden_states, config)
         return projector(selected)
 
 

@@ -4,7 +4,8 @@ The engine records every response's log p_cond under the model that generated it
 the DPO reference, so normally nothing runs here. A store without them (written by another
 tool, or with log-probs that do not match the tokens) gets one no-grad pass of the initial
 model; the results go to ``STORE/reference_logprobs.parquet`` (written atomically), keyed by
-the sequence's content and tagged with the model's fingerprint, and are reused next time.
+the sequence's content and its image and tagged with the model's fingerprint, and are reused
+next time.
 """
 
 from __future__ import annotations
@@ -26,21 +27,28 @@ _SCHEMA = pa.schema([("key", pa.string()), ("logprobs", pa.list_(pa.float32()))]
 Scorer = Callable[[list[DPOExample]], list[tuple[list[float], list[float]]]]
 
 
-def sequence_key(prompt_ids: list[int], response_ids: list[int]) -> str:
-    """Content key of one scored sequence (a swap of chosen and rejected keeps the keys)."""
-    digest = hashlib.sha256(json.dumps([prompt_ids, response_ids]).encode())
+def sequence_key(prompt_ids: list[int], response_ids: list[int], image: str | None = None) -> str:
+    """Content key of one scored sequence (a swap of chosen and rejected keeps the keys).
+    ``image`` (its sha256, else its path) is part of it: LLaVA prompts of different images have
+    the same ids (the image is a run of placeholders), so equal responses must not share a key."""
+    digest = hashlib.sha256(json.dumps([image, prompt_ids, response_ids]).encode())
     return digest.hexdigest()[:32]
 
 
 def model_fingerprint(folder: str | Path) -> str:
-    """Cheap identity of a checkpoint folder: config, and name, size and first MiB of each
-    weight file (a retrained model in the same folder gets a new fingerprint)."""
+    """Identity of a checkpoint folder: its config and the full bytes of every weight file.
+
+    Only computed when a store lacks reference log-probs, next to a forward pass over every
+    pair, so reading the weights once costs little. A prefix would not do: the first tensors
+    of a file (embeddings, lm_head) are exactly the ones LoRA leaves untouched, so a model
+    and its LoRA-merged successor would share it."""
     folder = Path(folder)
     digest = hashlib.sha256((folder / "config.json").read_bytes())
     for weights in sorted(folder.glob("*.safetensors")):
         digest.update(f"{weights.name}:{weights.stat().st_size}:".encode())
         with open(weights, "rb") as handle:
-            digest.update(handle.read(1 << 20))
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
     return digest.hexdigest()[:32]
 
 
@@ -79,7 +87,8 @@ def fill_reference(examples: list[DPOExample], store_path: str | Path, model_fol
     saved = _load(path, fingerprint)
 
     def key(e: DPOExample, role: str) -> str:
-        return sequence_key(e.prompt_ids, e.chosen_ids if role == "chosen" else e.rejected_ids)
+        return sequence_key(e.prompt_ids, e.chosen_ids if role == "chosen" else e.rejected_ids,
+                            e.image_sha256 or e.image)
 
     unknown = [i for i in todo if key(examples[i], "chosen") not in saved or key(examples[i], "rejected") not in saved]
     if unknown:

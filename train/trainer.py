@@ -5,7 +5,8 @@
 ``out_dir`` receives ``train.json`` (settings), ``metrics.jsonl`` (one line per step: loss,
 reward margin and accuracy, tokens/s, peak memory), ``checkpoints/`` (resumable), the
 exported model in ``model/`` and ``result.json``, written last: a finished run is skipped,
-an interrupted one resumes from its newest checkpoint. Under torchrun every rank calls it.
+an interrupted one resumes from its newest checkpoint, both only with the settings and pairs
+``train.json`` holds (anything else is refused). Under torchrun every rank calls it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from judgefree.io import write_json_atomic
 from judgefree.train import distributed as D
 from judgefree.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from judgefree.train.config import TrainConfig, resume_differences
-from judgefree.train.data import DPOBatch, StepPlan, collate, load_examples
+from judgefree.train.data import (DPOBatch, StepPlan, check_images_unchanged, collate, examples_digest,
+                                  load_examples, micro_batches)
 from judgefree.train.export import export_model
 from judgefree.train.losses import dpo_loss
 from judgefree.train.metrics import MetricsLog, StepStats
@@ -62,8 +64,6 @@ def train_dpo(model_path: str | Path, pairs_path: str | Path, out_dir: str | Pat
     module docstring). ``after_step(step)`` runs after each optimizer step (a test hook)."""
     start = time.perf_counter()
     out = Path(out_dir)
-    if is_trained(out):
-        return _finished(out)
     ctx = D.setup(device)
     try:
         return _Run(model_path, pairs_path, out, config, ctx, progress, after_step, start).run()
@@ -127,9 +127,14 @@ class _Run:
             raise ValueError(f"batch_size {config.batch_size} must be a multiple of the number of processes "
                              f"({ctx.world_size}) so that every rank gets the same share")
 
-    def _settings(self, num_examples: int) -> dict[str, Any]:
+    def _settings(self, examples) -> dict[str, Any]:
+        # "auto" choices depend on the world size: a resume under another one must not switch
+        # a LoRA run to full fine-tuning (its checkpoint would not fit) or change the rate.
+        world = self.ctx.world_size
         return {"model": str(Path(self.model_path).resolve()), "pairs": str(Path(self.pairs_path).resolve()),
-                "examples": num_examples, **self.config.to_manifest()}
+                "examples": len(examples), "pairs_digest": examples_digest(examples),
+                "finetune_resolved": self.config.resolved_finetune(world),
+                "learning_rate_resolved": self.config.resolved_learning_rate(world), **self.config.to_manifest()}
 
     def _check_settings(self, settings: dict[str, Any]) -> None:
         path = self.out / "train.json"
@@ -148,7 +153,9 @@ class _Run:
     def run(self) -> TrainResult:
         ctx, config = self.ctx, self.config
         examples, skipped = load_examples(self.pairs_path, kept_only=config.kept_only)
-        self._check_settings(self._settings(len(examples)))
+        self._check_settings(self._settings(examples))  # also before reusing a finished run
+        if is_trained(self.out):
+            return _finished(self.out)
         batch_size = config.batch_size
         if len(examples) < batch_size:
             raise ValueError(f"{len(examples)} pairs to train on, fewer than batch_size={batch_size}; "
@@ -156,6 +163,8 @@ class _Run:
         plan = StepPlan(len(examples), batch_size, config.epochs, config.seed, config.max_steps)
         _seed_everything(config.seed)  # LoRA's initial A matrices come from torch's RNG
         loaded = load_policy(self.model_path, config, ctx.device, ctx.world_size)
+        if loaded.pixels is not None:  # an image model reads every pair's image: it must be unchanged
+            check_images_unchanged(examples)
         autocast = loaded.compute_dtype if (loaded.finetune == "full" and not ctx.distributed
                                             and loaded.compute_dtype != torch.float32) else None
         policy = ResponseLogprobs(loaded.model, loaded.kind, autocast)
@@ -166,7 +175,7 @@ class _Run:
 
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.resolved_learning_rate(ctx.world_size),
-                                      weight_decay=config.weight_decay)
+                                      weight_decay=config.weight_decay, eps=config.adam_eps)
         from transformers import get_scheduler
 
         scheduler = get_scheduler(config.scheduler, optimizer, num_training_steps=plan.total_steps,
@@ -216,7 +225,7 @@ class _Run:
         ctx, config = self.ctx, self.config
         begin = time.perf_counter()
         share = plan.indices(step, ctx.rank, ctx.world_size)
-        chunks = [share[i:i + config.micro_batch_size] for i in range(0, len(share), config.micro_batch_size)]
+        chunks = micro_batches(share, config.micro_batch_size)
         batches = (collate([examples[i] for i in chunk], loaded.pad_id, loaded.pixels).to(ctx.device)
                    for chunk in chunks)
         stats = dpo_step(policy, optimizer, scheduler, batches, len(chunks), len(share), config, params)

@@ -32,3 +32,11 @@ def llava_records(train_llava_dir, train_photos):
 @pytest.fixture(scope="session")
 def llava_store(tmp_path_factory, llava_records):
     return write_store(tmp_path_factory.mktemp("train-store") / "curated", llava_records)
+
+
+@pytest.fixture(scope="session")
+def varied_store(tmp_path_factory, llava_records):
+    """The engine's pairs with responses of different lengths and every other pair swapped."""
+    from train_helpers import varied_records
+
+    return write_store(tmp_path_factory.mktemp("train-varied") / "curated", varied_records(llava_records))

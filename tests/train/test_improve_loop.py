@@ -89,6 +89,11 @@ def test_two_rounds_chain_models_evaluate_and_resume(train_llava_dir, train_phot
     with pytest.raises(ValueError, match="generation"):
         Loop(_settings(train_llava_dir, train_photos, out, tmp_path,
                        generation=GenerationSettings(model="", prompt="Another prompt."))).run()
+    # Evaluation may be added on a rerun, but finished evaluations are never reused for other settings.
+    questions, coco = _coco(tmp_path / "coco", train_photos)
+    longer = EvalSettings(str(questions), str(coco), max_new_tokens=12, batch_size=2)
+    with pytest.raises(ValueError, match="evaluate was done with other settings"):
+        Loop(_settings(train_llava_dir, train_photos, out, tmp_path, evaluation=longer), log=lines.append).run()
 
 
 @pytest.fixture

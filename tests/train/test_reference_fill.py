@@ -18,7 +18,7 @@ from train_helpers import write_store  # noqa: E402
 
 from judgefree.train.config import TrainConfig  # noqa: E402
 from judgefree.train.data import load_examples  # noqa: E402
-from judgefree.train.reference import REFERENCE_FILE, fill_reference  # noqa: E402
+from judgefree.train.reference import REFERENCE_FILE, fill_reference, model_fingerprint  # noqa: E402
 from judgefree.train.trainer import train_dpo  # noqa: E402
 
 
@@ -65,6 +65,37 @@ def test_computed_once_saved_beside_the_store_and_reused(tmp_path):
     other = _fake_model(tmp_path / "m2", b"weights-B")  # another model: its own reference
     fresh, _ = load_examples(store)
     assert fill_reference(fresh, store, other, scorer) == 2 and len(scorer.calls) == 2
+
+
+def test_equal_responses_to_different_images_keep_their_own_reference(tmp_path):
+    """LLaVA prompts of two images have the same ids (placeholders): the image must be in the key."""
+    twin = dataclasses.replace(make_record(1, 1.0, 0.5), chosen_token_ids=[10], rejected_token_ids=[20, 21])
+    records = [_strip(make_record(0, 1.0, 0.5)), _strip(twin)]  # same ids as pair 0, another image
+    assert records[0].prompt_token_ids == records[1].prompt_token_ids and records[0].image != records[1].image
+    store = write_store(tmp_path / "curated", records)
+
+    def per_image(examples):  # log-probs that depend on the picture, as a vision model's do
+        value = {"s0": -1.0, "s1": -3.0}
+        return [([value[e.image_sha256]] * len(e.chosen_ids), [value[e.image_sha256]] * len(e.rejected_ids))
+                for e in examples]
+
+    examples, _ = load_examples(store)
+    assert examples[0].chosen_ids == examples[1].chosen_ids
+    assert fill_reference(examples, store, _fake_model(tmp_path / "m", b"w"), per_image) == 2
+    assert examples[0].chosen_ref == [-1.0] and examples[1].chosen_ref == [-3.0]
+    again, _ = load_examples(store)
+    fill_reference(again, store, tmp_path / "m", lambda ex: pytest.fail("should reuse the saved reference"))
+    assert again[0].chosen_ref == [-1.0] and again[1].chosen_ref == [-3.0]
+
+
+def test_the_fingerprint_sees_a_change_anywhere_in_the_weights(tmp_path):
+    """A LoRA-merged successor keeps the first tensors (embeddings, lm_head: often the first
+    hundreds of MiB of a file) and changes only later bytes: its reference must not be reused."""
+    head = bytes(range(256)) * 8192  # 2 MiB the two models share
+    before = _fake_model(tmp_path / "m0", head + b"q_proj-before")
+    after = _fake_model(tmp_path / "m1", head + b"q_proj-after!")
+    assert model_fingerprint(before) != model_fingerprint(after)
+    assert model_fingerprint(before) == model_fingerprint(_fake_model(tmp_path / "copy", head + b"q_proj-before"))
 
 
 def test_a_scorer_returning_the_wrong_number_of_logprobs_is_an_error(tmp_path):

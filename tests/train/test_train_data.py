@@ -88,10 +88,20 @@ def test_load_examples_refuses_unverified_stores_and_skips_empty_responses(tmp_p
     ("batch_size", 0, "batch_size"), ("micro_batch_size", 0, "micro_batch_size"), ("max_steps", 0, "max_steps"),
     ("learning_rate", -1.0, "learning_rate"), ("warmup_ratio", 1.0, "warmup_ratio"), ("dtype", "fp8", "dtype"),
     ("scheduler", "poly", "scheduler"), ("lora_targets", (), "lora_targets"), ("lora_dropout", 1.0, "lora_dropout"),
+    ("label_smoothing", 0.6, "label_smoothing"),
 ])
 def test_train_config_names_the_bad_setting(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_train_config_checks_label_smoothing_per_loss_type():
+    """The loss's own ranges, before a model loads (the first step would fail otherwise)."""
+    TrainConfig(loss_type="sigmoid", label_smoothing=0.5)
+    TrainConfig(loss_type="robust", label_smoothing=0.2)
+    for loss_type, value in (("robust", 0.5), ("ipo", 0.1), ("hinge", 0.1), ("sigmoid", -0.1)):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            TrainConfig(loss_type=loss_type, label_smoothing=value)
 
 
 def test_train_config_resolves_auto_choices_and_compares_resumable_settings():
@@ -102,3 +112,24 @@ def test_train_config_resolves_auto_choices_and_compares_resumable_settings():
     stored = config.to_manifest()
     assert resume_differences(stored, TrainConfig(save_every=7).to_manifest()) == []
     assert resume_differences(stored, TrainConfig(beta=0.2, epochs=2).to_manifest()) == ["beta", "epochs"]
+
+
+def test_a_changed_or_missing_image_is_refused(tmp_path):
+    """Reference log-probs were computed on the generated image's pixels: a file changed or
+    gone since then must stop training with a message naming it."""
+    from PIL import Image
+
+    from judgefree.curate.records import file_sha256
+    from judgefree.train.data import check_images_unchanged
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    example = DPOExample(pair_id="p0", prompt_ids=[1], chosen_ids=[2], rejected_ids=[3], chosen_ref=None, rejected_ref=None,
+                         image=str(path), image_sha256=file_sha256(str(path)))
+    check_images_unchanged([example, example])
+    Image.new("RGB", (8, 8), (99, 20, 30)).save(path)
+    with pytest.raises(ValueError, match="photo.png changed since pair p0"):
+        check_images_unchanged([example])
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="photo.png of pair p0 cannot be read"):
+        check_images_unchanged([example])

@@ -43,12 +43,13 @@ def engine_records(engine, images: list[str], *, max_new_tokens: int = 10, h_rej
     return [record_from_pair(pair, path, file_sha256(path)) for pair, path in zip(pairs, images)]
 
 
-def text_records(engine, contexts: list[str], *, max_new_tokens: int = 10) -> list[PairRecord]:
+def text_records(engine, contexts: list[str], *, max_new_tokens: int = 10,
+                 stop_token_ids: tuple[int, ...] = ()) -> list[PairRecord]:
     """Pairs from a text model: the conditional path sees ``context`` (the image's role)."""
     from judgefree.curate.records import PairRecord
     from judgefree.engine.types import Request, SamplingParams
 
-    sampling = SamplingParams(temperature=1.0)
+    sampling = SamplingParams(temperature=1.0, stop_token_ids=stop_token_ids)
     requests = []
     for i, context in enumerate(contexts):
         requests.append(Request(PROMPT, context=context, h=0.0, sampling=sampling, seed=2 * i,
@@ -78,3 +79,22 @@ def load_weights(folder: Path) -> dict:
     for file in sorted(Path(folder).glob("*.safetensors")):
         tensors.update(load_file(str(file)))
     return tensors
+
+
+def varied_records(records: list[PairRecord]) -> list[PairRecord]:
+    """The engine's pairs cut to responses of different lengths (a prefix keeps its recorded
+    log-probs), with every other pair's roles exchanged as curation's swap does: batches of
+    these need padding, and a wrong row, shift or image per pair shows at step 0."""
+    cuts = [(10, 3), (7, 10), (2, 6), (5, 9)]
+    out = []
+    for i, record in enumerate(records):
+        chosen, rejected = cuts[i % len(cuts)]
+        record = dataclasses.replace(
+            record, chosen_text=f"{record.chosen_text} [:{chosen}]",
+            rejected_text=f"{record.rejected_text} [:{rejected}]",
+            chosen_token_ids=record.chosen_token_ids[:chosen], rejected_token_ids=record.rejected_token_ids[:rejected],
+            chosen_cond_logprobs=record.chosen_cond_logprobs[:chosen],
+            rejected_cond_logprobs=record.rejected_cond_logprobs[:rejected],
+            chosen_logprobs=record.chosen_logprobs[:chosen], rejected_logprobs=record.rejected_logprobs[:rejected])
+        out.append(record.swapped_roles() if i % 2 else record)
+    return out
