@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 import torch
@@ -125,44 +124,29 @@ def run(args) -> list[str]:
 
 
 def compile_check(arch: int = 90) -> None:
-    """Compile each kernel (bf16, LLaVA-7B / SmolLM2 shapes) to a cubin for ``arch`` with the
-    alignment the JIT would see; prints shared memory and whether loads are pipelined (cp.async)
-    and which MMA is used. Catches what the interpreter cannot (types, layouts, smem)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    """Compile each kernel (bf16, LLaVA-7B / SmolLM2 shapes) for ``arch`` and print shared
+    memory, local-memory traffic and the MMA used: what the interpreter cannot show."""
     from judgefree.kernels import paged_attention_triton as kernels
+    from judgefree.kernels._aot import compile_for_gpu, signature
 
-    def build(kernel, constexprs, index_ptrs=()):
-        names = kernel.arg_names
-        signature = {}
-        for name in names:
-            if name in constexprs:
-                signature[name] = "constexpr"
-            elif name == "slot_ptr":
-                signature[name] = "*i64"
-            elif name.endswith("_ptr"):
-                signature[name] = "*i32" if name in index_ptrs else "*fp32" if name.startswith("part_") else "*bf16"
-            else:
-                signature[name] = "fp32" if name == "scale_log2e" else "i32"
-        aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n.endswith("_ptr") or n.startswith("stride")}
-        src = ASTSource(kernel, signature, {(names.index(k),): v for k, v in constexprs.items()}, aligned)
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4, "num_stages": 2})
-        ptx = compiled.asm["ptx"]
-        mma = "wgmma" if "wgmma" in ptx else "mma.sync" if "mma.sync" in ptx else "none"
-        return f"smem {compiled.metadata.shared} B, cp.async {len(re.findall('cp.async', ptx))}, {mma}"
+    pointers = dict(q_ptr="*bf16", k_cache_ptr="*bf16", v_cache_ptr="*bf16", out_ptr="*bf16", k_ptr="*bf16",
+                    v_ptr="*bf16", block_tables_ptr="*i32", context_lens_ptr="*i32", cu_seqlens_ptr="*i32",
+                    part_out_ptr="*fp32", part_lse_ptr="*fp32", slot_ptr="*i64")
 
-    tables = ("block_tables_ptr", "context_lens_ptr", "cu_seqlens_ptr")
+    def build(name, consts, stages=2):
+        kernel = getattr(kernels, name)
+        types = signature(kernel, consts, pointers, floats=("scale_log2e",))
+        return compile_for_gpu(kernel, types, consts, arch=arch, num_warps=4, num_stages=stages)
+
     common = dict(FP32_DOT=False, DOT_PRECISION="tf32", KV_BLOCK_SIZE=16)
     for group, head_dim, splits in ((1, 128, 1), (1, 128, 8), (3, 64, 1)):
         consts = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_G=16, BLOCK_D=head_dim, BLOCK_N=64, NUM_SPLITS=splits, **common)
-        print(f"decode group={group} head_dim={head_dim} splits={splits}:", build(kernels._decode_kernel, consts, tables))
-    print("decode reduce:", build(kernels._decode_reduce_kernel, dict(HEAD_DIM=128, BLOCK_D=128, NUM_SPLITS=6, BLOCK_S=8)))
+        print(f"decode group={group} head_dim={head_dim} splits={splits}:", build("_decode_kernel", consts))
+    print("decode reduce:", build("_decode_reduce_kernel", dict(HEAD_DIM=128, BLOCK_D=128, NUM_SPLITS=6, BLOCK_S=8), 1))
     consts = dict(GROUP=1, HEAD_DIM=128, BLOCK_D=128, BLOCK_M=64, BLOCK_N=64, **common)
-    print("prefill head_dim=128:", build(kernels._prefill_kernel, consts, tables))
+    print("prefill head_dim=128:", build("_prefill_kernel", consts))
     consts = dict(NUM_KV_HEADS=32, HEAD_DIM=128, BLOCK_H=32, BLOCK_D=128, KV_BLOCK_SIZE=16)
-    print("store_kv:", build(kernels._store_kv_kernel, consts))
+    print("store_kv:", build("_store_kv_kernel", consts, 1))
 
 
 def main() -> None:

@@ -52,6 +52,22 @@ def compile_for_gpu(kernel, arg_types: dict[str, str], constexprs: dict, *, arch
     return CompileReport(compiled.metadata.shared, len(re.findall(r"\b(?:ld|st)\.local", ptx)), "wgmma" in ptx)
 
 
+def signature(kernel, constexprs: dict, pointers: dict[str, str], floats: tuple[str, ...] = ()) -> dict[str, str]:
+    """Argument types for ``kernel``: each pointer (``*_ptr``) typed in ``pointers``, the
+    arguments named in ``floats`` fp32, every other runtime argument (sizes, strides) i32."""
+    types = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            continue
+        if name.endswith("_ptr"):
+            if name not in pointers:
+                raise ValueError(f"no pointer type given for {name}")
+            types[name] = pointers[name]
+        else:
+            types[name] = "fp32" if name in floats else "i32"
+    return types
+
+
 def compile_in_subprocess(module: str, kernel: str, arg_types: dict[str, str], constexprs: dict,
                           **options) -> CompileReport:
     """``compile_for_gpu`` on ``module.kernel`` in a fresh interpreter without

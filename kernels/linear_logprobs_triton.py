@@ -159,13 +159,17 @@ class KernelConfig:
     vocab_splits: int | None = None
 
 
+# Tensor-core tiles for the GPU (the sm_90 compile test builds exactly these).
+GPU_CONFIG = KernelConfig(block_n=128, block_v=128, block_h=64)
+
+
 def default_config(n_tokens: int, vocab: int, hidden_size: int) -> KernelConfig:
     """GPU tiles sized for tensor cores; under the interpreter, few big tiles (its cost is
     per block iteration)."""
     if INTERPRETED:
         fit = lambda size, cap: max(16, min(cap, triton.next_power_of_2(size)))  # noqa: E731
         return KernelConfig(fit(n_tokens, 64), fit(vocab, 512), fit(hidden_size, 128), vocab_splits=1)
-    return KernelConfig(block_n=128, block_v=128, block_h=64)
+    return GPU_CONFIG
 
 
 def _vocab_splits(config: KernelConfig, n_blocks: int, v_blocks: int, device: torch.device) -> int:
