@@ -114,5 +114,8 @@ def mix_sample_reference(logits_c, logits_u, h, temperature, top_k, top_p, seeds
     kept_mass = torch.where(keep, p, 0.0).sum(-1)
     p_token = p.gather(1, tokens[:, None]).squeeze(1)
     logprobs = torch.log(p_token) - torch.log(kept_mass)
-    cond = torch.log_softmax(logits_c.float(), -1).gather(1, tokens[:, None]).squeeze(1)
+    # float64 normaliser: fp32 log_softmax over a 152k vocabulary is off by up to ~2e-5
+    # (summation order), ten times the Triton kernel's error; this is the reference.
+    c = logits_c.double()
+    cond = (c.gather(1, tokens[:, None]).squeeze(1) - c.logsumexp(-1)).float()
     return tokens, logprobs, cond
