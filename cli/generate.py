@@ -16,26 +16,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     p.add_argument("--model", required=True, help="model folder (Hugging Face layout)")
     p.add_argument("--images", required=True, help="folder of images, or a text file with one path per line")
-    p.add_argument("--prompt", default="Describe this image in detail.", help="instruction given with every image")
-    p.add_argument("--h-chosen", default="fixed:0", help="h distribution of the chosen response (default fixed:0)")
-    p.add_argument("--h-rejected", default="gaussian:0.5,0.15",
-                   help="h distribution of the rejected response: fixed:H, uniform:LO,HI, gaussian:MU,SIGMA")
     p.add_argument("--out", required=True, help="pair store folder (created, or resumed when it exists)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help="base seed; each response's seed derives from it")
-    p.add_argument("--chunk-size", type=int, default=64, help="images per engine call and per store shard")
+    add_generation_arguments(p, seed_help="base seed; each response's seed derives from it")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from judgefree.curate.generation import GenerationSettings, generate_store, list_images
+def add_generation_arguments(p, *, seed_help: str) -> None:
+    """The generation options of ``generate`` and ``improve``: one definition, so their names
+    and defaults cannot drift apart."""
+    p.add_argument("--prompt", default="Describe this image in detail.", help="instruction given with every image")
+    p.add_argument("--h-chosen", default="fixed:0", help="h distribution of the chosen response (default fixed:0)")
+    p.add_argument("--h-rejected", default="gaussian:0.5,0.15",
+                   help="h distribution of the rejected response: fixed:H, uniform:LO,HI, gaussian:MU,SIGMA")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--chunk-size", type=int, default=64, help="images per engine call and per store shard")
+
+
+def generation_settings(args: argparse.Namespace, model: str):
+    """GenerationSettings from the options ``add_generation_arguments`` defined; checks them
+    (h distributions, sampling, --chunk-size) before anything loads."""
+    from judgefree.curate.generation import GenerationSettings
     from judgefree.engine.types import SamplingParams
+
+    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    settings = GenerationSettings(model=model, prompt=args.prompt, h_chosen=args.h_chosen,
+                                  h_rejected=args.h_rejected, sampling=sampling,
+                                  max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from judgefree.curate.generation import generate_store, list_images
 
     model = Path(args.model)
     if not model.is_dir():
@@ -43,13 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if not (model / "config.json").is_file():
         raise FileNotFoundError(f"--model: {model} has no config.json (expected a Hugging Face model folder)")
     # All argument checks (h distributions, sampling, image list) run before the engine loads.
-    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    settings = GenerationSettings(model=str(model.resolve()), prompt=args.prompt, h_chosen=args.h_chosen,
-                                  h_rejected=args.h_rejected, sampling=sampling,
-                                  max_new_tokens=args.max_new_tokens, seed=args.seed)
+    settings = generation_settings(args, str(model.resolve()))
     images = list_images(args.images)
-    if args.chunk_size < 1:
-        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
 
     import torch
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from judgefree.cli.curate import diff_range, split_indices
+from judgefree.cli.generate import add_generation_arguments, generation_settings
 
 DEMO_ALLOWED = {"demo", "out", "no_progress", "command", "func"}
 
@@ -67,15 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=1, help="rounds to run (default 1); a rerun may raise it")
     p.add_argument("--out", default=None, help="run folder (default runs/, with --demo runs/demo)")
     g = p.add_argument_group("generation")
-    g.add_argument("--prompt", default="Describe this image in detail.")
-    g.add_argument("--h-chosen", default="fixed:0")
-    g.add_argument("--h-rejected", default="gaussian:0.5,0.15")
-    g.add_argument("--max-new-tokens", type=int, default=256)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0, help="generation seed of round 1 (round k uses seed + k - 1)")
-    g.add_argument("--chunk-size", type=int, default=64, help="images per engine call and per store shard")
+    add_generation_arguments(g, seed_help="generation seed of round 1 (round k uses seed + k - 1)")
     g = p.add_argument_group("curation")
     g.add_argument("--clip", default="ViT-L-14-336")
     g.add_argument("--clip-weights", default="openai")
@@ -109,9 +102,8 @@ def _check_demo_alone(args: argparse.Namespace) -> None:
 
 def _settings(args: argparse.Namespace):
     from judgefree.curate.clip_score import ClipConfig
-    from judgefree.curate.generation import GenerationSettings, list_images
+    from judgefree.curate.generation import list_images
     from judgefree.curate.selection import Selection
-    from judgefree.engine.types import SamplingParams
     from judgefree.train.loop import EvalSettings, LoopSettings
 
     if not args.model or not args.images:
@@ -126,12 +118,8 @@ def _settings(args: argparse.Namespace):
             raise ValueError("evaluation needs both --eval-questions and --coco-annotations")
         evaluation = EvalSettings(args.eval_questions, args.coco_annotations, args.eval_images,
                                   args.eval_max_new_tokens)
-    sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    generation = GenerationSettings(model="", prompt=args.prompt, h_chosen=args.h_chosen, h_rejected=args.h_rejected,
-                                    sampling=sampling, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    generation = generation_settings(args, model="")
     weights = None if args.clip_weights.lower() in ("", "none") else args.clip_weights
-    if args.chunk_size < 1:
-        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     return LoopSettings(
         model=str(model.resolve()), images=list_images(args.images), out=args.out or "runs", rounds=args.rounds,
         generation=generation, chunk_size=args.chunk_size,
