@@ -21,7 +21,7 @@ def _pairs(n: int, folder: Path):
     import skimage.data
     from PIL import Image
 
-    from judgefree.curate.records import PairRecord, file_sha256
+    from judgefree.store.records import PairRecord, file_sha256
 
     photos = []
     for name in ("astronaut", "chelsea", "coffee", "rocket"):

@@ -84,7 +84,7 @@ def compare(args) -> int:
     if args.shape == "smollm2":
         from transformers import AutoTokenizer
 
-        from judgefree.engine.smollm import smollm2_path
+        from judgefree.assets.smollm import smollm2_path
 
         tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     vocab = LLAVA_7B_TEXT["vocab_size"] if tokenizer is None else len(tokenizer)

@@ -51,16 +51,23 @@ TINY_VISION = dict(CLIP_L_336, hidden_size=32, intermediate_size=64, num_hidden_
 
 
 def build_model(shape: str, device, dtype):
-    """(model, kind, tokenizer or None, image token id): the real SmolLM2 or random 7B shapes."""
+    """(model, architecture, tokenizer or None, image token id): the real SmolLM2 or random 7B shapes."""
+    model, tokenizer, image_token = _build(shape, device, dtype)
+    from judgefree.engine.architectures import architecture_for
+
+    return model, architecture_for(model.config), tokenizer, image_token
+
+
+def _build(shape: str, device, dtype):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if shape == "smollm2":
-        from judgefree.engine.smollm import smollm2_path
+        from judgefree.assets.smollm import smollm2_path
 
         path = smollm2_path()
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").to(device)
-        return model, "llama", AutoTokenizer.from_pretrained(path), None
+        return model, AutoTokenizer.from_pretrained(path), None
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
@@ -71,12 +78,12 @@ def build_model(shape: str, device, dtype):
     try:
         with torch.device(device):
             if shape.startswith("llama"):
-                return AutoModelForCausalLM.from_config(text, attn_implementation="sdpa"), "llama", None, None
+                return AutoModelForCausalLM.from_config(text, attn_implementation="sdpa"), None, None
             vision = CLIPVisionConfig(**(TINY_VISION if tiny else CLIP_L_336))
             config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
                                  image_token_id=32000, vision_feature_layer=-2,
                                  vision_feature_select_strategy="default", image_seq_length=576)
-            return LlavaForConditionalGeneration(config), "llava", None, 32000
+            return LlavaForConditionalGeneration(config), None, 32000
     finally:
         torch.set_default_dtype(previous)
 
@@ -154,7 +161,7 @@ def _peak_mib(device) -> float:
     return _proc_status("VmHWM")
 
 
-def make_batches(pairs, size, device, kind, pixel_shape):
+def make_batches(pairs, size, device, architecture, pixel_shape):
     import torch
 
     from judgefree.train.data import DPOExample, collate
@@ -162,8 +169,8 @@ def make_batches(pairs, size, device, kind, pixel_shape):
     examples = [DPOExample(str(i), p["prompt_ids"], p["chosen_ids"], p["rejected_ids"],
                            [p["ref_chosen"] / len(p["chosen_ids"])] * len(p["chosen_ids"]),
                            [p["ref_rejected"] / len(p["rejected_ids"])] * len(p["rejected_ids"]),
-                           "image" if kind == "llava" else None) for i, p in enumerate(pairs)]
-    pixels = (lambda path: torch.randn(pixel_shape)) if kind == "llava" else None
+                           "image" if architecture.has_vision else None) for i, p in enumerate(pairs)]
+    pixels = (lambda path: torch.randn(pixel_shape)) if architecture.has_vision else None
     return [collate(examples[i:i + size], 0, pixels).to(device) for i in range(0, len(examples), size)]
 
 
@@ -176,18 +183,18 @@ def run_ours_or_eager(system: str, args, pairs) -> dict:
     from judgefree.train.trainer import dpo_step
 
     device, dtype = torch.device(args.device), dtype_for(args)
-    model, kind, _, _ = build_model(args.shape, device, dtype)
+    model, architecture, _, _ = build_model(args.shape, device, dtype)
     config = TrainConfig(finetune="lora", lora_r=16, lora_alpha=32, learning_rate=1e-5, batch_size=args.pairs,
                          micro_batch_size=args.pairs, gradient_checkpointing=device.type == "cuda",
                          liger=device.type == "cuda", dtype="auto" if device.type == "cuda" else "float32")
-    model = prepare_for_training(model, kind, config, device, "lora")
-    policy = ResponseLogprobs(model, kind) if system == "ours" else EagerLogprobs(model, kind)
+    model = prepare_for_training(model, architecture, config, device, "lora")
+    policy = ResponseLogprobs(model, architecture) if system == "ours" else EagerLogprobs(model, architecture)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    batches = make_batches(pairs, args.pairs, device, kind, (3, 336, 336))
+    batches = make_batches(pairs, args.pairs, device, architecture, (3, 336, 336))
     with torch.no_grad():  # the reference: what the engine records while generating (untimed, as a store)
-        reference = ResponseLogprobs(model, kind)
+        reference = ResponseLogprobs(model, architecture)
         for batch in batches:
             chosen, rejected = batch_logprobs(reference, batch)
             batch.ref_chosen, batch.ref_rejected = chosen.sums.float(), rejected.sums.float()
@@ -214,14 +221,14 @@ def run_ours_or_eager(system: str, args, pairs) -> dict:
 class EagerLogprobs:
     """The baseline: the model's own forward with full [rows, T, vocab] logits, then log_softmax."""
 
-    def __init__(self, model, kind):
-        self.model, self.kind = model, kind
+    def __init__(self, model, architecture):
+        self.model, self.architecture = model, architecture
 
     def __call__(self, input_ids, attention_mask, targets, pixel_values=None):
         import torch
 
         kwargs = {}
-        if self.kind == "llava":
+        if self.architecture.has_vision:
             kwargs["pixel_values"] = torch.cat([pixel_values] * (input_ids.shape[0] // pixel_values.shape[0]))
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)

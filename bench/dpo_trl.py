@@ -19,13 +19,13 @@ def run_trl(system: str, args, pairs) -> dict:
     from judgefree.train.config import LORA_TARGETS
 
     device, dtype = torch.device(args.device), dtype_for(args)
-    model, kind, tokenizer, _ = build_model(args.shape, device, dtype)
-    if kind == "llava":
+    model, architecture, tokenizer, _ = build_model(args.shape, device, dtype)
+    if architecture.has_vision:
         raise SystemExit("TRL is benchmarked on text shapes only (--shape llama-7b or smollm2)")
     if tokenizer is None:
         from transformers import AutoTokenizer
 
-        from judgefree.engine.smollm import smollm2_path
+        from judgefree.assets.smollm import smollm2_path
 
         tokenizer = AutoTokenizer.from_pretrained(smollm2_path())  # only its pad/eos ids are used
     times, losses, marks, tensors = [], [], {"resting": 0.0, "peak": 0.0}, TensorPeak(device)

@@ -5,7 +5,7 @@
 
 Each method makes one pair (two responses, h from "fixed:0" and "gaussian:0.5,0.15") per
 image with EOS ignored, so every response has exactly --new-tokens tokens. Baselines
-(engine/baseline.py): "two-forward" runs each response alone, one forward per path per
+(testing/baseline.py): "two-forward" runs each response alone, one forward per path per
 token, each path with its own cache; "batched" runs both paths of --batch responses in one
 forward per token. Slow baselines may run on the first --baseline-images images only: rates
 are per pair and per token, so they compare. On the GPU the table also gives the engine's
@@ -29,7 +29,7 @@ from _timing import (  # bench/ is on sys.path
     write_atomic,
 )
 from judgefree.engine import Engine, SamplingParams
-from judgefree.engine.baseline import TransformersBaseline
+from judgefree.testing.baseline import TransformersBaseline
 
 PROMPT = "Describe this image in detail."
 
@@ -101,7 +101,7 @@ def _baseline_rows(folder, images, kwargs, args, device, dtype) -> list[dict]:
 
 
 def _lm_bytes(engine) -> int:
-    lm = engine.model.language_model if engine.kind == "llava" else engine.model
+    lm = engine.model.language_model
     return sum(p.numel() * p.element_size() for p in lm.parameters())
 
 
@@ -146,7 +146,7 @@ def table(title: str, rows: list[dict], bandwidth_gbs: float | None) -> str:
 
 
 def cpu_checkpoints(work: Path) -> list[tuple[str, Path, dict]]:
-    from judgefree.engine.tiny import build_tiny_llava, demo_llava_path
+    from judgefree.assets.checkpoints import build_tiny_llava, demo_llava_path
 
     tiny = build_tiny_llava(work / "tiny-llava", hidden=128, layers=4, image_size=112, patch_size=14, seed=0)
     options = dict(max_model_len=1024, max_kv_blocks=4096)
@@ -160,7 +160,7 @@ def gpu_checkpoint(work: Path, donor: str | None) -> tuple[str, Path, dict]:
     Tokenizer, processor (336 px CLIP crops) and chat template come from ``donor``, a tiny
     LLaVA folder (built here from the SmolLM2 tokenizer when not given; the GPU machine may
     lack the GGUF, so a donor built elsewhere can be carried along)."""
-    from judgefree.engine.tiny import build_tiny_llava
+    from judgefree.assets.checkpoints import build_tiny_llava
     from transformers import (
         AutoTokenizer,
         CLIPVisionConfig,

@@ -20,13 +20,13 @@ def setup():
     from judgefree.train.model import prepare_for_training
 
     device = torch.device("cpu")
-    model, kind, tokenizer, _ = bench.build_model("smollm2", device, torch.float32)
+    model, architecture, tokenizer, _ = bench.build_model("smollm2", device, torch.float32)
     config = TrainConfig(finetune="lora", learning_rate=1e-5, batch_size=PAIRS, micro_batch_size=PAIRS,
                          gradient_checkpointing=False, liger=False, dtype="float32")
-    model = prepare_for_training(model, kind, config, device, "lora")
+    model = prepare_for_training(model, architecture, config, device, "lora")
     pairs = bench.make_pairs(tokenizer, PAIRS, PROMPT, RESPONSE, len(tokenizer))
-    batch = bench.make_batches(pairs, PAIRS, device, kind, None)[0]
-    return model, kind, config, batch
+    batch = bench.make_batches(pairs, PAIRS, device, architecture, None)[0]
+    return model, architecture, config, batch
 
 
 @pytest.mark.parametrize("system", ["ours", "eager"])
@@ -34,8 +34,8 @@ def test_dpo_step_cpu(benchmark, setup, system):
     from judgefree.train.policy import ResponseLogprobs
     from judgefree.train.trainer import dpo_step
 
-    model, kind, config, batch = setup
-    policy = ResponseLogprobs(model, kind) if system == "ours" else bench.EagerLogprobs(model, kind)
+    model, architecture, config, batch = setup
+    policy = ResponseLogprobs(model, architecture) if system == "ours" else bench.EagerLogprobs(model, architecture)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

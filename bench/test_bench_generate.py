@@ -1,5 +1,5 @@
 """pytest-benchmark for pair generation: the engine vs the two transformers baselines
-(engine/baseline.py) on a tiny random LLaVA, 4 images, 16 tokens per response, EOS ignored.
+(testing/baseline.py) on a tiny random LLaVA, 4 images, 16 tokens per response, EOS ignored.
 The full table (CPU and GPU shapes, tokens/s, roofline) is bench/generate.py.
 
     python -m pytest bench/test_bench_generate.py --benchmark-enable
@@ -11,8 +11,8 @@ import pytest
 import torch
 from generate import PROMPT, distinct_photos  # bench/generate.py
 from judgefree.engine import Engine, SamplingParams
-from judgefree.engine.baseline import TransformersBaseline
-from judgefree.engine.tiny import build_tiny_llava
+from judgefree.testing.baseline import TransformersBaseline
+from judgefree.assets.checkpoints import build_tiny_llava
 
 ON_GPU = torch.cuda.is_available()
 DEVICE, DTYPE = ("cuda", torch.bfloat16) if ON_GPU else ("cpu", torch.float32)

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         for entry in report.skipped:
             print(f"  {entry['image']}: {entry['reason']}", file=sys.stderr)
     if args.export_trl:
-        from judgefree.curate.export import export_trl
+        from judgefree.store.export import export_trl
 
         rows = export_trl(report.store, args.export_trl)
         print(f"TRL export: {rows} pairs -> {args.export_trl}")

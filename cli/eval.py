@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _chair(args: argparse.Namespace) -> int:
     from judgefree.evaluation.chair import evaluate_captions
-    from judgefree.evaluation.records import read_records, write_json_atomic
+    from judgefree.io import read_records, write_json_atomic
 
     report = evaluate_captions(read_records(args.captions, "caption"), args.coco_annotations,
                                caption_key=args.caption_key, cache_path=args.gt_cache)

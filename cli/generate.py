@@ -42,7 +42,7 @@ def add_generation_arguments(p, *, seed_help: str) -> None:
 def generation_settings(args: argparse.Namespace, model: str):
     """GenerationSettings from the options ``add_generation_arguments`` defined; checks them
     (h distributions, sampling, --chunk-size) before anything loads."""
-    from judgefree.curate.generation import GenerationSettings
+    from judgefree.generation.driver import GenerationSettings
     from judgefree.engine.types import SamplingParams
 
     sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -55,7 +55,7 @@ def generation_settings(args: argparse.Namespace, model: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from judgefree.curate.generation import generate_store, list_images
+    from judgefree.generation.driver import generate_store, list_images
 
     model = Path(args.model)
     if not model.is_dir():

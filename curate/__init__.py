@@ -1,11 +1,17 @@
-"""judgefree.curate: the pair store, generation and CLIP curation drivers.
+"""judgefree.curate: lightweight verification of generated pairs.
 
-Readers need only pyarrow: ``PairStore(path).records()`` yields ``PairRecord``;
-``export_trl(store, out)`` writes the TRL / ``datasets`` DPO format. Schema: docs/pair_store.md.
+``clip_score`` scores each response sentence by sentence (``sentences``) with an open_clip
+model; ``selection`` swaps, splits and keeps; ``curation`` drives it over a pair store
+(resumable) and ``histogram`` draws the score differences.
 """
 
-from judgefree.curate.export import export_trl
-from judgefree.curate.records import PairRecord
-from judgefree.curate.store import PairStore
+from judgefree._lazy import lazy_exports
 
-__all__ = ["PairRecord", "PairStore", "export_trl"]
+_EXPORTS = {
+    "ClipConfig": "clip_score",
+    "ClipScorer": "clip_score",
+    "Selection": "selection",
+    "curate_store": "curation",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from judgefree.curate.records import PairRecord
+from judgefree.store.records import PairRecord
 from judgefree.curate.sentences import segments
 
 SCORE_KINDS = ("clipscore", "cosine")

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from judgefree.curate.clip_score import ClipScorer, PairScore
 from judgefree.curate.histogram import write_histogram
-from judgefree.curate.records import PairRecord
+from judgefree.store.records import PairRecord
 from judgefree.curate.selection import Selection, kept_ranges, select, summarize
-from judgefree.curate.store import MANIFEST, PairStore, StoreWriter, write_atomic, write_json_atomic
+from judgefree.store.pair_store import MANIFEST, PairStore, StoreWriter, write_atomic, write_json_atomic
 
 SHARD_ROWS = 10_000
 _SCORE_SCHEMA = pa.schema([

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from judgefree.curate.records import PairRecord
+from judgefree.store.records import PairRecord
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from judgefree.engine.layers import AttentionMetadata
+from judgefree.kernels.paged_attention import PagedAttentionOps
 
 
 def bucket_sizes(max_rows: int) -> list[int]:
@@ -19,7 +20,7 @@ def bucket_sizes(max_rows: int) -> list[int]:
 
 class DecodeGraphs:
     def __init__(self, language_model, *, max_rows: int, max_blocks: int, device: torch.device,
-                 backend: str = "auto") -> None:
+                 ops: PagedAttentionOps) -> None:
         self.model = language_model
         self.max_rows, self.max_blocks = max_rows, max_blocks
         hidden = language_model.config.hidden_size
@@ -30,14 +31,14 @@ class DecodeGraphs:
         self.context_lens = torch.ones(max_rows, dtype=torch.int32, device=device)
         dtype = language_model.model.embed_tokens.weight.dtype
         self.output = torch.zeros(max_rows, hidden, dtype=dtype, device=device)
-        self.backend = backend
+        self.ops = ops
         self.sizes = bucket_sizes(max_rows)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._capture()
 
     def _forward(self, rows: int) -> None:
         meta = AttentionMetadata(False, self.slot_mapping[:rows], self.block_tables[:rows],
-                                 self.context_lens[:rows], None, self.backend)
+                                 self.context_lens[:rows], None, self.ops)
         embeds = self.model.embed(self.input_ids[:rows])
         self.output[:rows] = self.model(embeds, self.positions[:rows], meta)
 

@@ -4,8 +4,9 @@
     engine.generate([Request(...), ...]) -> list[Completion]
     engine.generate_pairs(images, prompt, h_chosen="fixed:0", h_rejected="gaussian:0.5,0.15")
 
-Requests become responses (``SequenceGroup``); the scheduler, the model runner and the
-scheduler's postprocess take turns until every response is finished. A request that cannot
+Requests become responses (``Response``, one or two ``ResponsePath``s each); the scheduler,
+the model runner and the scheduler's postprocess take turns until every response is
+finished (the data path of one token: docs/architecture.md). A request that cannot
 run (unreadable image, prompt longer than the context) gets a Completion with ``error``;
 the others are unaffected.
 """
@@ -18,18 +19,13 @@ from collections.abc import Sequence as SequenceABC
 from typing import Any
 
 import torch
+from judgefree.engine.architectures import Architecture, architecture_for
 from judgefree.engine.config import EngineConfig
-from judgefree.engine.hdist import HDistribution
-from judgefree.engine.loader import (
-    check_folder,
-    iter_checkpoint,
-    load_weights,
-    model_kind,
-)
+from judgefree.engine.loader import check_folder, iter_checkpoint, load_weights
 from judgefree.engine.model_runner import ModelRunner
 from judgefree.engine.prompts import PromptBuilder
+from judgefree.engine.response import Response, ResponsePath, Status
 from judgefree.engine.scheduler import Scheduler
-from judgefree.engine.sequence import Sequence, SequenceGroup, Status
 from judgefree.engine.types import Completion, Pair, Request, SamplingParams
 from tqdm.auto import tqdm
 
@@ -70,11 +66,11 @@ def resolve_dtype(dtype: str | torch.dtype, config, device: torch.device) -> tor
 class Engine:
     """Two-path generation over a paged, prefix-shared KV cache (see the module docstring)."""
 
-    def __init__(self, model, kind: str, prompts: PromptBuilder, config: EngineConfig,
+    def __init__(self, model, architecture: Architecture, prompts: PromptBuilder, config: EngineConfig,
                  max_model_len: int, device: torch.device, dtype: torch.dtype, stop_ids: frozenset[int]) -> None:
-        self.model, self.kind, self.prompts, self.config = model, kind, prompts, config
+        self.model, self.architecture, self.prompts, self.config = model, architecture, prompts, config
         self.max_model_len, self.device, self.dtype, self.stop_ids = max_model_len, device, dtype, stop_ids
-        self.runner = ModelRunner(model, kind, config, max_model_len, device, dtype)
+        self.runner = ModelRunner(model, config, max_model_len, device, dtype)
         self.stats = dict.fromkeys(("steps", "prefill_tokens", "prefill_seconds", "decode_steps", "decode_rows",
                                     "decode_context_tokens", "decode_seconds", "preemptions"), 0)
 
@@ -90,7 +86,7 @@ class Engine:
             hf_config = AutoConfig.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"{folder}/config.json cannot be read: {err}") from None
-        kind = model_kind(hf_config)
+        architecture = architecture_for(hf_config)
         known = set(EngineConfig.__dataclass_fields__)
         unknown = sorted(set(config_overrides) - known)
         if unknown:
@@ -100,27 +96,30 @@ class Engine:
         if device.type == "cuda":
             torch.cuda.set_device(device)  # Triton launches on the current device
         dtype = resolve_dtype(dtype, hf_config, device)
-        text_config = hf_config.text_config if kind == "llava" else hf_config
+        text_config = architecture.text_config(hf_config)
         max_model_len = min(config.max_model_len or text_config.max_position_embeddings,
                             text_config.max_position_embeddings)
-        model = build_model(kind, hf_config, max_model_len, device, dtype)
+        model = build_model(architecture, hf_config, max_model_len, device, dtype)
         load_weights(model, iter_checkpoint(folder), str(folder))
         model.eval()
-        image_token = model.image_token_id if kind == "llava" else None
-        prompts = PromptBuilder(folder, kind, image_token)
+        prompts = PromptBuilder(folder, model.image_token_id)
         try:
             generation_eos = GenerationConfig.from_pretrained(folder).eos_token_id
         except OSError:
             generation_eos = getattr(text_config, "eos_token_id", None)
-        return cls(model, kind, prompts, config, max_model_len, device, dtype, prompts.stop_ids(generation_eos))
+        return cls(model, architecture, prompts, config, max_model_len, device, dtype,
+                   prompts.stop_ids(generation_eos))
 
     # -- requests -> responses --------------------------------------------------------------
-    def _group(self, index: int, request: Request) -> SequenceGroup:
+    def _response(self, index: int, request: Request) -> Response:
         """A response for ``request``; raises ValueError when it cannot run."""
         sampling = request.sampling if request.sampling is not None else SamplingParams()
         if request.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}")
-        h = HDistribution.parse(request.h).sample(request.seed)
+        h = request.h
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0.0 <= h <= 1.0:
+            raise ValueError(f"h must be a number in [0, 1], got {h!r} (distributions are drawn when "
+                             "pairs are planned: judgefree.generation)")
         prompt = self.prompts.build(request.prompt, request.image, request.context)
         if len(prompt.cond_ids) >= self.max_model_len:
             raise ValueError(f"prompt is {len(prompt.cond_ids)} tokens; the context holds "
@@ -130,11 +129,11 @@ class Engine:
         # distribution with itself changes nothing, so the unconditional path is skipped.
         needs_uncond = needs_uncond and prompt.uncond_ids != prompt.cond_ids
         outputs: list[int] = []
-        cond = Sequence(prompt.cond_ids, outputs, prompt.image_hash, prompt.image_span)
-        uncond = Sequence(prompt.uncond_ids, outputs) if needs_uncond else None
+        cond = ResponsePath(prompt.cond_ids, outputs, prompt.image_hash, prompt.image_span)
+        uncond = ResponsePath(prompt.uncond_ids, outputs) if needs_uncond else None
         stops = frozenset(sampling.stop_token_ids) | (frozenset() if sampling.ignore_eos else self.stop_ids)
-        return SequenceGroup(index, cond, uncond, h, request.seed, sampling, request.max_new_tokens, stops,
-                             pixel_values=prompt.pixel_values, output_ids=outputs)
+        return Response(index, cond, uncond, float(h), request.seed, sampling, request.max_new_tokens, stops,
+                        pixel_values=prompt.pixel_values, output_ids=outputs)
 
     def generate(self, requests: SequenceABC[Request], *, progress: bool = False) -> list[Completion]:
         """One Completion per request, in order (see the module docstring)."""
@@ -143,22 +142,22 @@ class Engine:
             if not isinstance(request, Request):
                 raise ValueError(f"requests[{i}] must be a Request, got {type(request).__name__}")
         scheduler = Scheduler(self.config, self.runner.num_blocks, self.max_model_len)
-        groups: list[SequenceGroup | None] = [None] * len(requests)
-        errors: dict[int, tuple[str, float]] = {}
+        responses: list[Response | None] = [None] * len(requests)
+        errors: dict[int, str] = {}
         for i, request in enumerate(requests):
             try:
-                group = self._group(i, request)
+                response = self._response(i, request)
             except ValueError as err:
-                errors[i] = (str(err), _safe_h(request))
+                errors[i] = str(err)
                 continue
-            groups[i] = group
-            scheduler.add(group)
+            responses[i] = response
+            scheduler.add(response)
         bar = tqdm(total=len(requests), desc="generate", unit="resp", disable=not progress, dynamic_ncols=True)
         bar.update(len(errors))
         self._run(scheduler, bar)
         bar.close()
         self.stats["preemptions"] += scheduler.num_preemptions
-        return [self._completion(i, requests[i], groups[i], errors.get(i)) for i in range(len(requests))]
+        return [self._completion(i, requests[i], responses[i], errors.get(i)) for i in range(len(requests))]
 
     def _run(self, scheduler: Scheduler, bar) -> None:
         while scheduler.has_work():
@@ -169,34 +168,34 @@ class Engine:
                     raise RuntimeError("scheduler made no progress (KV cache too small for any waiting response)")
                 continue
             num_tokens = batch.num_tokens
-            context = 0 if batch.is_prefill else sum(len(seq) for seq in batch.seqs)
+            context = 0 if batch.is_prefill else sum(len(path) for path in batch.paths)
             start = time.perf_counter()
-            tokens, logprobs, conds = self.runner.run(batch)  # ends in a host sync (the tokens)
+            result = self.runner.run(batch)  # ends in a host sync (the tokens)
             elapsed = time.perf_counter() - start
-            finished = scheduler.postprocess(batch, tokens, logprobs, conds)
+            finished = scheduler.postprocess(batch, result)
             self.stats["steps"] += 1
             if batch.is_prefill:
                 self.stats["prefill_tokens"] += num_tokens
                 self.stats["prefill_seconds"] += elapsed
             else:
                 self.stats["decode_steps"] += 1
-                self.stats["decode_rows"] += len(batch.seqs)
+                self.stats["decode_rows"] += len(batch.paths)
                 self.stats["decode_context_tokens"] += context
                 self.stats["decode_seconds"] += elapsed
             bar.update(len(finished))
 
-    def _completion(self, index: int, request: Request, group: SequenceGroup | None, error) -> Completion:
+    def _completion(self, index: int, request: Request, response: Response | None, error: str | None) -> Completion:
         request_id = request.request_id if request.request_id is not None else str(index)
-        if group is None or group.status is not Status.FINISHED or group.finish_reason == "error":
-            message = error[0] if error else (group.error if group is not None else "not run")
-            return Completion(request_id, request.prompt, [], "", error[1] if error else group.h, "error",
-                              [], [], seed=request.seed, error=message,
-                              prompt_token_ids=list(group.cond.prompt_ids) if group is not None else [])
+        if response is None or response.status is not Status.FINISHED or response.finish_reason == "error":
+            message = error or (response.error if response is not None else "not run")
+            h = response.h if response is not None else _number_or_nan(request.h)
+            return Completion(request_id, request.prompt, [], "", h, "error", [], [], seed=request.seed, error=message,
+                              prompt_token_ids=list(response.cond.prompt_ids) if response is not None else [])
         return Completion(
-            request_id=request_id, prompt=request.prompt, token_ids=list(group.output_ids),
-            text=self.prompts.decode(group.output_ids), h=group.h, finish_reason=group.finish_reason,
-            cond_logprobs=list(group.cond_logprobs), logprobs=list(group.logprobs), seed=request.seed,
-            image_hash=group.cond.image_hash, prompt_token_ids=list(group.cond.prompt_ids))
+            request_id=request_id, prompt=request.prompt, token_ids=list(response.output_ids),
+            text=self.prompts.decode(response.output_ids), h=response.h, finish_reason=response.finish_reason,
+            cond_logprobs=list(response.cond_logprobs), logprobs=list(response.logprobs), seed=request.seed,
+            image_hash=response.cond.image_hash, prompt_token_ids=list(response.cond.prompt_ids))
 
     # -- pairs ------------------------------------------------------------------------------
     def generate_pairs(self, images: SequenceABC[Any], prompt: str, *, h_chosen: str | float = "fixed:0",
@@ -205,7 +204,7 @@ class Engine:
         """One Pair per image, in order: two responses with h drawn from ``h_chosen`` and
         ``h_rejected``; the lower-h one is chosen (ties: the ``h_chosen`` one). Seeds derive
         from (seed, image content hash, role), so chunking does not change the result."""
-        from judgefree.engine.pairs import assemble_pairs, build_pair_requests
+        from judgefree.generation.pairs import assemble_pairs, build_pair_requests
 
         plan = build_pair_requests(images, prompt, h_chosen, h_rejected, sampling or SamplingParams(),
                                    max_new_tokens, seed)
@@ -213,24 +212,17 @@ class Engine:
         return assemble_pairs(plan, completions)
 
 
-def _safe_h(request: Request) -> float:
-    try:
-        return HDistribution.parse(request.h).sample(request.seed)
-    except ValueError:
-        return float("nan")
+def _number_or_nan(h) -> float:
+    return float(h) if isinstance(h, (int, float)) and not isinstance(h, bool) else float("nan")
 
 
-def build_model(kind: str, hf_config, max_model_len: int, device: torch.device, dtype: torch.dtype):
+def build_model(architecture: Architecture, hf_config, max_model_len: int, device: torch.device,
+                dtype: torch.dtype):
     """Our model for ``hf_config``, with uninitialised weights, on ``device`` in ``dtype``."""
-    from judgefree.engine.llama import LlamaForCausalLM
-    from judgefree.engine.llava import LlavaForEngine
-
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            if kind == "llava":
-                return LlavaForEngine(hf_config, max_model_len)
-            return LlamaForCausalLM(hf_config, max_model_len)
+            return architecture.engine_model(hf_config, max_model_len)
     finally:
         torch.set_default_dtype(previous)

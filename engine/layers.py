@@ -1,16 +1,13 @@
 """Building blocks of the language model's hot path: RMSNorm, rotary embedding, paged
-attention (through ``judgefree.kernels.paged_attention``), and the batch metadata it reads."""
+attention (the unchecked kernels of ``judgefree.kernels.paged_attention``, chosen once by the
+model runner), and the batch metadata it reads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from judgefree.kernels.paged_attention import (
-    paged_decode_attention,
-    paged_prefill_attention,
-    store_kv,
-)
+from judgefree.kernels.paged_attention import PagedAttentionOps
 from torch import nn
 
 
@@ -20,15 +17,16 @@ class AttentionMetadata:
 
     ``slot_mapping`` [T] cache slot per token row (-1: already cached, do not write);
     ``block_tables`` [B, max_blocks] int32; ``context_lens`` [B] int32 (incl. new tokens);
-    ``cu_seqlens_q`` [B+1] int32 row offsets per sequence (prefill only).
+    ``cu_seqlens_q`` [B+1] int32 row offsets per sequence (prefill only); ``ops`` the paged
+    attention implementations to call (arguments are built by the runner, so unchecked).
     """
 
     is_prefill: bool
     slot_mapping: torch.Tensor
     block_tables: torch.Tensor
     context_lens: torch.Tensor
-    cu_seqlens_q: torch.Tensor | None = None
-    backend: str = "auto"
+    cu_seqlens_q: torch.Tensor | None
+    ops: PagedAttentionOps
 
 
 class RMSNorm(nn.Module):
@@ -97,11 +95,9 @@ class PagedAttention(nn.Module):
         self.k_cache = self.v_cache = torch.empty(0)  # set by the model runner
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping, backend=meta.backend)
+        ops = meta.ops
+        ops.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
         if meta.is_prefill:
-            return paged_prefill_attention(
-                q, self.k_cache, self.v_cache, meta.block_tables, meta.cu_seqlens_q, meta.context_lens,
-                scale=self.scale, backend=meta.backend)
-        return paged_decode_attention(
-            q, self.k_cache, self.v_cache, meta.block_tables, meta.context_lens,
-            scale=self.scale, backend=meta.backend)
+            return ops.prefill(q, self.k_cache, self.v_cache, meta.block_tables, meta.cu_seqlens_q,
+                               meta.context_lens, self.scale)
+        return ops.decode(q, self.k_cache, self.v_cache, meta.block_tables, meta.context_lens, self.scale)

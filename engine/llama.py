@@ -95,16 +95,25 @@ class LlamaModel(nn.Module):
 
 class LlamaForCausalLM(nn.Module):
     """``forward`` maps token embeddings to final hidden states; ``compute_logits`` applies
-    the head to the rows that need it (the last one of each sequence)."""
+    the head to the rows that need it (the last one of each sequence).
+
+    The engine's model interface: ``language_model`` (itself), ``text_config`` (its config),
+    ``image_token_id`` (None: it sees no images, and has no ``encode_images``)."""
+
+    image_token_id = None
 
     def __init__(self, config, max_positions: int) -> None:
         super().__init__()
-        self.config = config
+        self.config = self.text_config = config
         self.model = LlamaModel(config, max_positions)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
         if self.tied:
             self.lm_head.weight = self.model.embed_tokens.weight
+
+    @property
+    def language_model(self) -> LlamaForCausalLM:
+        return self
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_tokens(input_ids)

@@ -4,13 +4,15 @@ in front of our Llama language model (the hot path)."""
 from __future__ import annotations
 
 import torch
+from judgefree.engine.architectures import LlavaArchitecture, select_image_features
 from judgefree.engine.llama import LlamaForCausalLM
 from torch import nn
 
 
 class LlavaForEngine(nn.Module):
-    """``encode_images`` turns pixel values into one embedding row per image token; the
-    language model does the rest."""
+    """The engine's model interface (as ``LlamaForCausalLM``): ``language_model``,
+    ``text_config``, ``image_token_id``; plus ``encode_images``, which turns pixel values into
+    one embedding row per image token (a text model has none)."""
 
     def __init__(self, config, max_positions: int) -> None:
         super().__init__()
@@ -25,7 +27,8 @@ class LlavaForEngine(nn.Module):
         self.vision_tower = CLIPVisionModel(config.vision_config)
         self.multi_modal_projector = LlavaMultiModalProjector(config)
         self.language_model = LlamaForCausalLM(config.text_config, max_positions)
-        self.image_token_id = image_token_id(config)
+        self.image_token_id = LlavaArchitecture().image_token_id(config)
+        self.text_config = config.text_config
 
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -55,24 +58,3 @@ class LlavaForEngine(nn.Module):
         names = {"language_model." + n for n in self.language_model.expected_weights()}
         names.update(n for n, _ in self.named_parameters() if not n.startswith("language_model."))
         return names
-
-
-def select_image_features(hidden_states, config) -> torch.Tensor:
-    """The vision tower's layer(s) LLaVA feeds the projector (``vision_feature_layer``), CLS
-    dropped under the "default" strategy, concatenated on the feature axis."""
-    layers = config.vision_feature_layer
-    layers = [layers] if isinstance(layers, int) else list(layers)
-    chosen = [hidden_states[layer] for layer in layers]
-    if config.vision_feature_select_strategy == "default":
-        chosen = [h[:, 1:] for h in chosen]  # drop CLS
-    return torch.cat(chosen, dim=-1)
-
-
-def image_token_id(config) -> int:
-    """The placeholder id (``image_token_id`` in transformers >= 4.47, else ``image_token_index``)."""
-    value = getattr(config, "image_token_id", None)
-    if value is None:
-        value = getattr(config, "image_token_index", None)
-    if value is None:
-        raise ValueError("LLaVA config names no image token (image_token_id / image_token_index)")
-    return int(value)

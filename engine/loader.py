@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-SUPPORTED = "LlavaForConditionalGeneration (CLIP + Llama) or a Llama-family causal LM"
 # Buffers some checkpoints carry that the model recomputes.
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "position_ids")
 
@@ -35,19 +34,6 @@ def weight_files(folder: Path) -> list[Path]:
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         return [folder / name for name in names]
     return sorted(folder.glob("*.safetensors"))
-
-
-def model_kind(config) -> str:
-    """``"llava"`` or ``"llama"``; ValueError for anything else."""
-    model_type = getattr(config, "model_type", None)
-    if model_type == "llava":
-        text_type = getattr(config.text_config, "model_type", None)
-        if text_type != "llama":
-            raise ValueError(f"LLaVA with a {text_type!r} language model is not supported (only llama)")
-        return "llava"
-    if model_type == "llama":
-        return "llama"
-    raise ValueError(f"unsupported model_type {model_type!r}: the engine loads {SUPPORTED}")
 
 
 def iter_checkpoint(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from judgefree.engine.images import image_content_hash, load_image
+from judgefree.images import image_content_hash, load_image
 
 LLAVA_FALLBACK = "USER: <image>\n{prompt} ASSISTANT:"
 LLAVA_FALLBACK_TEXT = "USER: {prompt} ASSISTANT:"
@@ -32,12 +32,15 @@ class Prompt:
 
 
 class PromptBuilder:
-    def __init__(self, folder: Path, kind: str, image_token_id: int | None = None) -> None:
+    """A vision-language model's prompts (``image_token_id`` given: the checkpoint has a
+    processor) or a text model's (``image_token_id=None``: a tokenizer)."""
+
+    def __init__(self, folder: Path, image_token_id: int | None = None) -> None:
         from transformers import AutoProcessor, AutoTokenizer
 
-        self.kind = kind
         self.image_token_id = image_token_id
-        if kind == "llava":
+        self.sees_images = image_token_id is not None
+        if self.sees_images:
             self.processor = AutoProcessor.from_pretrained(folder)
             self.tokenizer = self.processor.tokenizer
         else:
@@ -50,7 +53,7 @@ class PromptBuilder:
         this model cannot take."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt must be a non-empty string")
-        if self.kind == "llava":
+        if self.sees_images:
             if context is not None:
                 raise ValueError("context is for text models; LLaVA conditions on the image")
             return self._llava(prompt, image)
@@ -62,7 +65,7 @@ class PromptBuilder:
     def _uncond(self, prompt: str) -> list[int]:
         ids = self._uncond_cache.get(prompt)
         if ids is None:
-            if self.kind == "llava":
+            if self.sees_images:
                 ids = self._llava_text_ids(prompt)
             else:
                 ids = self._chat_ids(prompt)

@@ -16,24 +16,25 @@ from dataclasses import dataclass, field
 
 from judgefree.engine.block_manager import BlockManager
 from judgefree.engine.config import EngineConfig
-from judgefree.engine.sequence import Sequence, SequenceGroup, Status
+from judgefree.engine.response import Response, ResponsePath, Status, StepResult
 
 
 @dataclass(slots=True)
 class Batch:
-    """One step's work. ``seqs`` in row order; ``sampling`` the responses whose paths all
-    reach their last position this step, so they get a token; ``copies`` copy-on-write
+    """One step's work. ``responses``: those with a path in this step; ``paths``: their
+    paths that compute something, in row order; ``sampled``: the responses whose paths all
+    reach their last position this step, so they get a token; ``copies``: copy-on-write
     block pairs to apply first."""
 
     is_prefill: bool
-    seqs: list[Sequence]
-    sampling: list[SequenceGroup]
-    groups: list[SequenceGroup]
+    paths: list[ResponsePath]
+    sampled: list[Response]
+    responses: list[Response]
     copies: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
-        return sum(seq.num_scheduled for seq in self.seqs)
+        return sum(path.num_scheduled for path in self.paths)
 
 
 class Scheduler:
@@ -41,20 +42,20 @@ class Scheduler:
         self.config = config
         self.max_model_len = max_model_len
         self.block_manager = BlockManager(num_blocks, config.block_size, prefix_caching=config.prefix_caching)
-        self.waiting: deque[SequenceGroup] = deque()
-        self.running: list[SequenceGroup] = []
+        self.waiting: deque[Response] = deque()
+        self.running: list[Response] = []
         self.num_preemptions = 0
 
-    def add(self, group: SequenceGroup) -> None:
-        self.waiting.append(group)
+    def add(self, response: Response) -> None:
+        self.waiting.append(response)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def schedule(self) -> tuple[Batch | None, list[SequenceGroup]]:
+    def schedule(self) -> tuple[Batch | None, list[Response]]:
         """The next batch (None when nothing can run) and the responses that failed to be
         admitted (finished with an error)."""
-        failed: list[SequenceGroup] = []
+        failed: list[Response] = []
         batch = self._schedule_prefill(failed)
         if batch is None and self.running:
             batch = self._schedule_decode()
@@ -63,63 +64,63 @@ class Scheduler:
         return batch, failed
 
     # -- prefill ----------------------------------------------------------------------------
-    def _schedule_prefill(self, failed: list[SequenceGroup]) -> Batch | None:
+    def _schedule_prefill(self, failed: list[Response]) -> Batch | None:
         manager = self.block_manager
         budget = self.config.max_num_batched_tokens
-        seqs: list[Sequence] = []
-        groups: list[SequenceGroup] = []
-        sampling: list[SequenceGroup] = []
-        while self.waiting and budget > 0 and len(self.running) + len(groups) < self.config.max_num_seqs:
-            group = self.waiting[0]
-            if not group.allocated:
-                need = sum(manager.blocks_needed(seq) for seq in group.seqs)
-                if need > manager.num_free or not self._allocate(group):
-                    if not self.running and not groups and need > len(manager.blocks):
+        paths: list[ResponsePath] = []
+        responses: list[Response] = []
+        sampled: list[Response] = []
+        while self.waiting and budget > 0 and len(self.running) + len(responses) < self.config.max_num_seqs:
+            response = self.waiting[0]
+            if not response.allocated:
+                need = sum(manager.blocks_needed(path) for path in response.paths)
+                if need > manager.num_free or not self._allocate(response):
+                    if not self.running and not responses and need > len(manager.blocks):
                         self.waiting.popleft()
-                        group.status, group.finish_reason = Status.FINISHED, "error"
-                        group.error = (f"needs {need} KV blocks but the cache holds {len(manager.blocks)}: "
-                                       "raise the KV cache size or lower max_model_len")
-                        failed.append(group)
+                        response.status, response.finish_reason = Status.FINISHED, "error"
+                        response.error = (f"needs {need} KV blocks but the cache holds {len(manager.blocks)}: "
+                                          "raise the KV cache size or lower max_model_len")
+                        failed.append(response)
                         continue
                     break
-            remaining = [seq.remaining for seq in group.seqs]
+            remaining = [path.remaining for path in response.paths]
             if sum(remaining) <= budget:
                 counts, completes = remaining, True
-            elif not groups:
+            elif not responses:
                 counts, completes = self._chunk(remaining, budget), False
             else:
                 break
-            for seq, count in zip(group.seqs, counts):
+            for path, count in zip(response.paths, counts):
                 if count:
-                    seq.num_scheduled = count
-                    manager.register(seq, seq.compute_start + count)
-                    seqs.append(seq)
+                    path.num_scheduled = count
+                    manager.register(path, path.compute_start + count)
+                    paths.append(path)
             budget -= sum(counts)
-            groups.append(group)
+            responses.append(response)
             if completes:
                 self.waiting.popleft()
-                sampling.append(group)
+                sampled.append(response)
             else:
                 break  # a chunked prompt takes the rest of the step
-        if not seqs:
+        if not paths:
             return None
-        return Batch(True, seqs, sampling, groups)
+        return Batch(True, paths, sampled, responses)
 
-    def _allocate(self, group: SequenceGroup) -> bool:
-        """Allocate every path of ``group``, or none. The sum of the paths' ``blocks_needed``
+    def _allocate(self, response: Response) -> bool:
+        """Allocate every path of ``response``, or none. The sum of the paths' ``blocks_needed``
         can fall short: one path's fresh blocks may evict a free cached block (and with it
         the cached chain after it) that the other path counted on, so each path is checked
         against what is left once the ones before it hold their blocks."""
         manager = self.block_manager
-        done: list[Sequence] = []
-        for seq in group.seqs:
-            if manager.blocks_needed(seq) > manager.num_free:
+        done: list[ResponsePath] = []
+        for path in response.paths:
+            if manager.blocks_needed(path) > manager.num_free:
                 for held in done:
                     manager.release(held)
                 return False
-            manager.allocate(seq)
-            done.append(seq)
-        group.allocated = True
+            manager.allocate(path)
+            done.append(path)
+        response.allocated = True
         return True
 
     @staticmethod
@@ -137,67 +138,67 @@ class Scheduler:
     def _schedule_decode(self) -> Batch | None:
         manager = self.block_manager
         queue = deque(self.running)
-        scheduled: list[SequenceGroup] = []
+        scheduled: list[Response] = []
         copies: list[tuple[int, int]] = []
         while queue:
-            group = queue.popleft()
-            while sum(manager.append_cost(seq) for seq in group.seqs) > manager.num_free:
-                victim = queue.pop() if queue else group
+            response = queue.popleft()
+            while sum(manager.append_cost(path) for path in response.paths) > manager.num_free:
+                victim = queue.pop() if queue else response
                 self._preempt(victim)
-                if victim is group:
+                if victim is response:
                     break
             else:
-                for seq in group.seqs:
-                    manager.prepare_append(seq, copies)
-                    seq.num_scheduled = 1
-                    manager.register(seq, len(seq), len(seq) - 1)
-                scheduled.append(group)
+                for path in response.paths:
+                    manager.prepare_append(path, copies)
+                    path.num_scheduled = 1
+                    manager.register(path, len(path), len(path) - 1)
+                scheduled.append(response)
         self.running = scheduled
         if not scheduled:
             return None
-        seqs = [seq for group in scheduled for seq in group.seqs]
-        return Batch(False, seqs, list(scheduled), list(scheduled), copies)
+        paths = [path for response in scheduled for path in response.paths]
+        return Batch(False, paths, list(scheduled), list(scheduled), copies)
 
-    def _preempt(self, group: SequenceGroup) -> None:
-        for seq in group.seqs:
-            self.block_manager.release(seq)
-            seq.num_scheduled = 0
-        group.allocated = False
-        group.status = Status.WAITING
-        self.waiting.appendleft(group)
+    def _preempt(self, response: Response) -> None:
+        for path in response.paths:
+            self.block_manager.release(path)
+            path.num_scheduled = 0
+        response.allocated = False
+        response.status = Status.WAITING
+        self.waiting.appendleft(response)
         self.num_preemptions += 1
 
     # -- results ----------------------------------------------------------------------------
-    def postprocess(self, batch: Batch, tokens: list[int], logprobs: list[float],
-                    cond_logprobs: list[float]) -> list[SequenceGroup]:
-        """Record the step's tokens (one per ``batch.sampling`` group); returns the responses
+    def postprocess(self, batch: Batch, result: StepResult) -> list[Response]:
+        """Record the step's tokens (entry i for ``batch.sampled[i]``); returns the responses
         that finished."""
-        for seq in batch.seqs:
-            seq.num_computed = seq.compute_start + seq.num_scheduled
-            seq.num_scheduled = 0
+        for path in batch.paths:
+            path.num_computed = path.compute_start + path.num_scheduled
+            path.num_scheduled = 0
         finished = []
-        for group, token, logprob, cond in zip(batch.sampling, tokens, logprobs, cond_logprobs):
-            group.output_ids.append(token)  # shared by both paths
-            group.logprobs.append(logprob)
-            group.cond_logprobs.append(cond)
-            group.image_features = None  # in the cache now (pixels stay for a preempted rerun)
-            reason = self._finish_reason(group, token)
+        for i, response in enumerate(batch.sampled):
+            token = result.tokens[i]
+            response.output_ids.append(token)  # shared by both paths
+            response.logprobs.append(result.logprobs[i])
+            response.cond_logprobs.append(result.cond_logprobs[i])
+            response.image_features = None  # in the cache now (pixels stay for a preempted rerun)
+            reason = self._finish_reason(response, token)
             if reason is not None:
-                group.status, group.finish_reason = Status.FINISHED, reason
-                for seq in group.seqs:
-                    self.block_manager.release(seq)
-                finished.append(group)
-            elif group.status is not Status.RUNNING:
-                group.status = Status.RUNNING
-                self.running.append(group)
+                response.status, response.finish_reason = Status.FINISHED, reason
+                for path in response.paths:
+                    self.block_manager.release(path)
+                finished.append(response)
+            elif response.status is not Status.RUNNING:
+                response.status = Status.RUNNING
+                self.running.append(response)
         if finished:
-            done = {id(g) for g in finished}
-            self.running = [g for g in self.running if id(g) not in done]
+            done = {id(r) for r in finished}
+            self.running = [r for r in self.running if id(r) not in done]
         return finished
 
-    def _finish_reason(self, group: SequenceGroup, token: int) -> str | None:
-        if token in group.stop_ids:
+    def _finish_reason(self, response: Response, token: int) -> str | None:
+        if token in response.stop_ids:
             return "stop"
-        if len(group.output_ids) >= group.max_new_tokens or len(group.cond) >= self.max_model_len:
+        if len(response.output_ids) >= response.max_new_tokens or len(response.cond) >= self.max_model_len:
             return "length"
         return None

@@ -50,14 +50,14 @@ class Request:
 
     ``image`` (a path or a PIL image) is what only the conditional path sees; for text
     models ``context`` plays that role (conditional prompt = context + prompt,
-    unconditional = prompt alone). ``h`` is a number or a distribution string
-    (``"gaussian:0.5,0.15"``) drawn once per response from ``seed``.
+    unconditional = prompt alone). ``h`` in [0, 1] is the unconditional path's weight for the
+    whole response (the pair planner, ``judgefree.generation``, draws it from a distribution).
     """
 
     prompt: str
     image: Any = None
     context: str | None = None
-    h: float | str = 0.0
+    h: float = 0.0
     sampling: SamplingParams = field(default_factory=SamplingParams)
     seed: int = 0
     max_new_tokens: int = 256

@@ -5,3 +5,13 @@ from COCO annotations (``coco_truth``) and the shipped synonym table (``vocabula
 ``halbench`` answers Object HalBench questions with the engine; ``compare`` puts two models'
 scores side by side. The ``judgefree eval`` command drives all three.
 """
+
+from judgefree._lazy import lazy_exports
+
+_EXPORTS = {
+    "evaluate_captions": "chair",
+    "ChairReport": "chair",
+    "format_comparison": "compare",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .vocabulary import CocoVocabulary
+from judgefree.evaluation.vocabulary import CocoVocabulary
 
 _TOKEN = re.compile(r"[^\W_]+(?:-[^\W_]+)*|'[^\W_]+|[^\w\s]|_")
 # A sentence ends at . ! ? (with closing quotes/brackets) followed by white space or the end,

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .caption_objects import Mention, caption_mentions, drop_incomplete_sentence
-from .coco_truth import load_ground_truth, normalize_image_id
-from .vocabulary import CocoVocabulary, load_vocabulary
+from judgefree.evaluation.caption_objects import Mention, caption_mentions, drop_incomplete_sentence
+from judgefree.evaluation.coco_truth import load_ground_truth, normalize_image_id
+from judgefree.evaluation.vocabulary import CocoVocabulary, load_vocabulary
 
 CAPTION_KEYS = ("caption", "answer", "text", "response")
 

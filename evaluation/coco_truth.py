@@ -15,9 +15,9 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from .caption_objects import caption_mentions
-from .records import write_json_atomic
-from .vocabulary import CocoVocabulary
+from judgefree.evaluation.caption_objects import caption_mentions
+from judgefree.io import write_json_atomic
+from judgefree.evaluation.vocabulary import CocoVocabulary
 
 CACHE_VERSION = 1
 _TRAILING_DIGITS = re.compile(r"(\d+)(?:\.\w+)?$")

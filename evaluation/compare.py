@@ -7,8 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .chair import evaluate_captions
-from .records import read_records
+from judgefree.evaluation.chair import evaluate_captions
+from judgefree.io import read_records
 
 # (label, key, shown as a percentage, better when lower)
 ROWS: tuple[tuple[str, str, bool, bool | None], ...] = (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .records import read_records, write_jsonl_atomic
+from judgefree.io import read_records, write_jsonl_atomic
 
 QUESTION_KEYS = ("question", "text", "prompt")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -1,21 +1,30 @@
-"""judgefree.kernels: Triton kernels, each beside its PyTorch reference (also the CPU path).
+"""judgefree.kernels: Triton kernels, each beside its PyTorch reference.
 
-- ``mix_sample``: two-path mix + top-k/top-p + exact draw in one pass over the logits.
+Every op X has the same files: ``X.py`` (the public function: argument checks, backend
+choice), ``X_triton.py`` (the kernels and their launch), ``X_ref.py`` (the op written
+plainly in PyTorch: its definition, what every test compares with) and, where the plain
+version is too slow or too large for the CPU path, ``X_torch.py`` (the PyTorch path that runs
+where Triton does not; tested against ``X_ref`` too). The CPU path is ``X_torch`` when it
+exists, else ``X_ref``.
+
+- ``mix_sample``: two-path mix + top-k/top-p + exact draw in one kernel launch.
 - ``linear_logprobs``: per-token log p(target) from hidden states and the lm_head without
   materialising the [tokens, vocab] logits (DPO).
-- ``store_kv`` / ``paged_decode_attention`` / ``paged_prefill_attention``: attention over a
-  paged, prefix-shared KV cache.
+- ``store_kv`` / ``paged_decode_attention`` / ``paged_prefill_attention`` (checked) and
+  ``paged_attention_ops`` (chosen once, unchecked): attention over a paged, prefix-shared
+  KV cache.
 """
 
-from .linear_logprobs import linear_logprobs
-from .mix_sample import MixSample, mix_sample
-from .paged_attention import paged_decode_attention, paged_prefill_attention, store_kv
+from judgefree._lazy import lazy_exports
 
-__all__ = [
-    "MixSample",
-    "linear_logprobs",
-    "mix_sample",
-    "paged_decode_attention",
-    "paged_prefill_attention",
-    "store_kv",
-]
+_EXPORTS = {
+    "MixSample": "mix_sample",
+    "mix_sample": "mix_sample",
+    "linear_logprobs": "linear_logprobs",
+    "store_kv": "paged_attention",
+    "paged_decode_attention": "paged_attention",
+    "paged_prefill_attention": "paged_attention",
+    "paged_attention_ops": "paged_attention",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

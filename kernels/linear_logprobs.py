@@ -3,7 +3,7 @@
 Computing the [tokens, vocab] logits to read one number per token is the memory wall of
 preference training; both backends here keep O(N) extra memory (plus the weight gradient):
 Triton kernels on CUDA (``linear_logprobs_triton``), a chunked PyTorch path elsewhere
-(``linear_logprobs_ref``, also the Triton kernels' reference).
+(``linear_logprobs_torch``); both are tested against the plain formula in ``linear_logprobs_ref``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Literal
 
 import torch
 
-from ._backend import resolve_backend
-from .linear_logprobs_ref import linear_logprobs_chunked
+from judgefree.kernels._backend import resolve_backend
+from judgefree.kernels.linear_logprobs_torch import linear_logprobs_chunked
 
 Backend = Literal["auto", "triton", "torch"]
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -47,7 +47,7 @@ def linear_logprobs(
         return (hidden.sum(1) + weight.sum() * 0).to(out_dtype)  # empty, still in the graph
     if backend == "torch":
         return linear_logprobs_chunked(hidden, weight, targets, ignore_index)
-    from .linear_logprobs_triton import linear_logprobs_triton
+    from judgefree.kernels.linear_logprobs_triton import linear_logprobs_triton
 
     return linear_logprobs_triton(hidden, weight, targets, ignore_index)
 

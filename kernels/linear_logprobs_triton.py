@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from ._backend import triton_interpreting
+from judgefree.kernels._backend import triton_interpreting
 
 INTERPRETED = triton_interpreting()
 

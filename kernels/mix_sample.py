@@ -9,17 +9,19 @@ the kernel's design: docs/mix_sample.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
-from ._backend import resolve_backend
-from .mix_sample_ref import (
+from judgefree.kernels._backend import resolve_backend
+from judgefree.kernels.mix_sample_ref import (
     FLAG_C_EMPTY,
     FLAG_C_NONFINITE,
     FLAG_U_EMPTY,
     FLAG_U_NEG_INF_KEPT,
     FLAG_U_NONFINITE,
+    log_beta_rows,
     mix_sample_reference,
     row_flags,
 )
@@ -52,9 +54,9 @@ def mix_sample(
     top_p: float | torch.Tensor = 1.0,
     seeds: int | torch.Tensor,
     step: int | torch.Tensor,
-    mode: str = "mix",
+    mode: str | Sequence[str] = "mix",
     alpha: float | torch.Tensor = 1.0,
-    beta: float = 0.1,
+    beta: float | torch.Tensor = 0.1,
     validate: bool = True,
     backend: str = "auto",
 ) -> MixSample:
@@ -63,50 +65,67 @@ def mix_sample(
     mode "mix": p = (1-h) softmax(l_c/T) + h softmax(l_u/T). mode "contrast" (VCD): logits
     (1+alpha) l_c - alpha l_u over tokens with p_cond >= beta * max p_cond (h unused). Then
     top-k, then top-p on the renormalised rest, then an exact draw (temperature 0: argmax).
-    Rows whose unconditional weight (h, or alpha in contrast mode) is 0 never read
-    ``logits_u``. ``step`` (an int, or one per row) is the row's decode step: tokens are a
-    pure function of (seed, step, row inputs).
+    ``mode`` is one for all rows or one per row (mix and contrast rows in one batch); every
+    other parameter is a scalar or a [B] tensor. Rows whose unconditional weight (h, or alpha
+    in contrast mode) is 0 never read ``logits_u``. ``step`` (an int, or one per row) is the
+    row's decode step: tokens are a pure function of (seed, step, row inputs).
     ``validate=False`` skips the host-side checks (and their device syncs).
     """
     batch, vocab = _check_logits(logits_c, logits_u)
     device = logits_c.device
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    contrast, any_contrast = _contrast_rows(mode, batch, device)
     h_t = _per_row(h, batch, torch.float32, device, "h")
     temp_t = _per_row(temperature, batch, torch.float32, device, "temperature")
     top_k_t = _per_row(top_k, batch, torch.int32, device, "top_k")
     top_p_t = _per_row(top_p, batch, torch.float32, device, "top_p")
     alpha_t = _per_row(alpha, batch, torch.float32, device, "alpha")
+    beta_t = _per_row(beta, batch, torch.float32, device, "beta")
     seeds_t = _per_row(seeds, batch, torch.int64, device, "seeds")
     if isinstance(step, int) and not isinstance(step, bool) and not 0 <= step < 2**31:
         raise ValueError(f"step must lie in [0, 2**31), got {step}")
     steps_t = _per_row(step, batch, torch.int64, device, "step")
-    if not 0.0 < beta <= 1.0:
+    if isinstance(beta, (int, float)) and not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must lie in (0, 1], got {beta}")
-    weight_u = h_t if mode == "mix" else alpha_t
+    weight_u = torch.where(contrast, alpha_t, h_t)  # the unconditional path's weight per row
     if validate:
-        _check_params(h_t, temp_t, top_k_t, top_p_t, alpha_t, steps_t)
+        _check_params(h_t, temp_t, top_k_t, top_p_t, alpha_t, beta_t, steps_t)
         if logits_u is None and bool((weight_u > 0).any()):
-            name = "h" if mode == "mix" else "alpha"
             row = int((weight_u > 0).nonzero()[0])
+            name = "alpha" if bool(contrast[row]) else "h"
             raise ValueError(f"logits_u is None but {name} is > 0 at row {row}")
 
     if resolve_backend(backend, logits_c) == "triton":
-        from .mix_sample_triton import mix_sample_triton
+        from judgefree.kernels.mix_sample_triton import mix_sample_triton
 
         tokens, logprobs, cond, flags = mix_sample_triton(
             logits_c, logits_u, weight_u, temp_t, top_k_t, top_p_t, seeds_t, steps_t.to(torch.int32),
-            contrast=mode == "contrast", beta=beta)
+            contrast, log_beta_rows(beta_t, batch, device), has_contrast=any_contrast)
         if validate:
             _raise_for_flags(flags)
         return MixSample(tokens, logprobs, cond)
 
     if validate:
-        _raise_for_flags(row_flags(logits_c, logits_u, weight_u, mode, beta))
+        _raise_for_flags(row_flags(logits_c, logits_u, weight_u, contrast, beta_t))
     tokens, logprobs, cond = mix_sample_reference(
         logits_c, logits_u, h_t, temp_t, top_k_t, top_p_t, seeds_t, steps_t,
-        mode=mode, alpha=alpha_t, beta=beta)
+        mode=contrast, alpha=alpha_t, beta=beta_t)
     return MixSample(tokens, logprobs, cond)
+
+
+def _contrast_rows(mode, batch: int, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """bool [B] on ``device`` (True for contrast rows), and whether any row contrasts."""
+    if isinstance(mode, str):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return torch.full((batch,), mode == "contrast", dtype=torch.bool, device=device), mode == "contrast"
+    modes = list(mode)
+    if len(modes) != batch:
+        raise ValueError(f"mode must be one string or one per row ({batch}), got {len(modes)}")
+    for row, value in enumerate(modes):
+        if value not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {value!r} at row {row}")
+    rows = [m == "contrast" for m in modes]
+    return torch.tensor(rows, dtype=torch.bool).to(device, non_blocking=True), any(rows)
 
 
 def _check_logits(logits_c: torch.Tensor, logits_u: torch.Tensor | None) -> tuple[int, int]:
@@ -153,7 +172,7 @@ def _first_bad_row(bad: torch.Tensor) -> int | None:
     return int(rows[0]) if rows.numel() else None
 
 
-def _check_params(h, temperature, top_k, top_p, alpha, steps) -> None:
+def _check_params(h, temperature, top_k, top_p, alpha, beta, steps) -> None:
     checks = (
         (steps, ~((steps >= 0) & (steps < 2**31)), "step must lie in [0, 2**31)"),
         (h, ~((h >= 0) & (h <= 1)), "h must lie in [0, 1]"),
@@ -161,6 +180,7 @@ def _check_params(h, temperature, top_k, top_p, alpha, steps) -> None:
         (top_k, top_k < 0, "top_k must be >= 0 (0 disables it)"),
         (top_p, ~((top_p > 0) & (top_p <= 1)), "top_p must lie in (0, 1]"),
         (alpha, ~((alpha >= 0) & torch.isfinite(alpha)), "alpha must be finite and >= 0"),
+        (beta, ~((beta > 0) & (beta <= 1)), "beta must lie in (0, 1]"),
     )
     if not bool(torch.stack([bad for _, bad, _ in checks]).any()):  # one device sync when all is well
         return

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .philox import uniform_noise
+from judgefree.kernels.philox import uniform_noise
 
 # Per-row bad-input flags; the Triton kernel sets the same bits.
 FLAG_C_NONFINITE = 1  # NaN or +inf in logits_c
@@ -21,47 +21,72 @@ FLAG_U_EMPTY = 8  # logits_u has no finite entry (mix rows that use it)
 FLAG_U_NEG_INF_KEPT = 16  # contrast: logits_u is -inf at a token the plausibility cut keeps
 
 
-def row_flags(logits_c, logits_u, weight_u, mode: str, beta: float) -> torch.Tensor:
-    """int32 [B] bad-input flags (see FLAG_*); ``weight_u`` is h (mix) or alpha (contrast)."""
+def contrast_rows(mode, batch: int, device) -> torch.Tensor:
+    """bool [B]: which rows use contrast mode, from ``"mix"``, ``"contrast"`` or a per-row bool tensor."""
+    if isinstance(mode, torch.Tensor):
+        return mode.to(device=device, dtype=torch.bool)
+    return torch.full((batch,), mode == "contrast", dtype=torch.bool, device=device)
+
+
+def log_beta_rows(beta, batch: int, device) -> torch.Tensor:
+    """float32 [B]: log of the contrast plausibility cut-off per row (taken in float64 and
+    rounded once, as the kernel receives it)."""
+    beta = torch.as_tensor(beta, dtype=torch.float64, device=device)
+    return torch.log(beta.expand(batch)).float()
+
+
+def _plausible(c: torch.Tensor, beta) -> torch.Tensor:
+    """bool [B, V]: l_c >= max l_c + log(beta), in float32 as the kernel computes it."""
+    return c >= c.max(-1, keepdim=True).values + log_beta_rows(beta, c.shape[0], c.device)[:, None]
+
+
+def row_flags(logits_c, logits_u, weight_u, mode, beta) -> torch.Tensor:
+    """int32 [B] bad-input flags (see FLAG_*); ``weight_u`` is h (mix rows) or alpha (contrast
+    rows); ``mode`` and ``beta`` are per-row or one for all."""
     c = logits_c.float()
-    flags = torch.zeros(c.shape[0], dtype=torch.int32, device=c.device)
+    batch = c.shape[0]
+    flags = torch.zeros(batch, dtype=torch.int32, device=c.device)
     flags |= torch.where((torch.isnan(c) | (c == math.inf)).any(-1), FLAG_C_NONFINITE, 0).int()
     flags |= torch.where((c == -math.inf).all(-1), FLAG_C_EMPTY, 0).int()
     if logits_u is None:
         return flags
+    contrast = contrast_rows(mode, batch, c.device)
     use_u = weight_u > 0
     u = logits_u.float()
     bad_u = (torch.isnan(u) | (u == math.inf)).any(-1) & use_u
     flags |= torch.where(bad_u, FLAG_U_NONFINITE, 0).int()
-    if mode == "mix":
-        flags |= torch.where((u == -math.inf).all(-1) & use_u, FLAG_U_EMPTY, 0).int()
-    else:
-        kept = c >= c.max(-1, keepdim=True).values + math.log(beta)
-        neg_inf_kept = (kept & (u == -math.inf)).any(-1) & use_u
-        flags |= torch.where(neg_inf_kept, FLAG_U_NEG_INF_KEPT, 0).int()
+    flags |= torch.where((u == -math.inf).all(-1) & use_u & ~contrast, FLAG_U_EMPTY, 0).int()
+    kept = _plausible(c, beta)
+    neg_inf_kept = (kept & (u == -math.inf)).any(-1) & use_u & contrast
+    flags |= torch.where(neg_inf_kept, FLAG_U_NEG_INF_KEPT, 0).int()
     return flags
 
 
 def unfiltered_probs(logits_c, logits_u, h, temperature, *, mode="mix", alpha=None, beta=0.1):
     """[B, V] fp32 distribution before top-k/top-p (temperature 0 counts as 1).
 
-    mix: (1-h) softmax(l_c/T) + h softmax(l_u/T). contrast: softmax(((1+a) l_c - a l_u)/T)
-    over the tokens with l_c >= max l_c + log(beta), zero elsewhere.
+    mix rows: (1-h) softmax(l_c/T) + h softmax(l_u/T). contrast rows:
+    softmax(((1+a) l_c - a l_u)/T) over the tokens with l_c >= max l_c + log(beta), zero
+    elsewhere. ``mode`` is one for all rows or a per-row bool tensor (True: contrast).
     """
     c = logits_c.float()
+    batch = c.shape[0]
+    contrast = contrast_rows(mode, batch, c.device)[:, None]
     inv_t = 1.0 / torch.where(temperature > 0, temperature, torch.ones_like(temperature))[:, None]
-    weight = (h if mode == "mix" else alpha).float()[:, None]
+    alpha = torch.zeros(batch, device=c.device) if alpha is None else alpha
+    weight = torch.where(contrast[:, 0], alpha.float(), h.float())[:, None]
     use_u = weight > 0
     # Rows that do not use the unconditional path may hold garbage there: never read it.
     u = torch.where(use_u, logits_u.float(), 0.0) if logits_u is not None else None
-    if mode == "mix":
-        p = (1 - weight) * torch.softmax(c * inv_t, -1)
-        if u is not None:
-            p = p + torch.where(use_u, weight * torch.softmax(u * inv_t, -1), 0.0)
-        return p
-    kept = c >= c.max(-1, keepdim=True).values + math.log(beta)
+    mixed = (1 - weight) * torch.softmax(c * inv_t, -1)
+    if u is not None:
+        mixed = mixed + torch.where(use_u, weight * torch.softmax(u * inv_t, -1), 0.0)
+    if not bool(contrast.any()):
+        return mixed
+    kept = _plausible(c, beta)
     z = torch.where(use_u, (1 + weight) * c - weight * u, c) if u is not None else c
-    return torch.softmax(torch.where(kept, z * inv_t, -math.inf), -1)
+    contrasted = torch.softmax(torch.where(kept, z * inv_t, -math.inf), -1)
+    return torch.where(contrast, contrasted, mixed)
 
 
 def filter_mask(p: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

@@ -15,19 +15,30 @@ Semantics: docs/mix_sample.md and the reference in mix_sample_ref.py.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
-from ._backend import triton_interpreting
+from judgefree.kernels._backend import triton_interpreting
+from judgefree.kernels.mix_sample_ref import (
+    FLAG_C_EMPTY,
+    FLAG_C_NONFINITE,
+    FLAG_U_EMPTY,
+    FLAG_U_NEG_INF_KEPT,
+    FLAG_U_NONFINITE,
+)
 
 NUM_PIVOTS = 16
 # GPU launch configuration: streaming passes move 4096-token blocks; the search works on
 # [NUM_PIVOTS, 1024] tiles, small enough to stay in registers with 8 warps.
 GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 4096, 1024, 8
 MAX_SEARCH_PASSES = 40  # a safety cap: a valid row needs at most ceil(31 / log2(NUM_PIVOTS)) passes
+# The bad-input flag bits, as compile-time constants the kernel can read.
+_C_NONFINITE = tl.constexpr(FLAG_C_NONFINITE)
+_U_NONFINITE = tl.constexpr(FLAG_U_NONFINITE)
+_C_EMPTY = tl.constexpr(FLAG_C_EMPTY)
+_U_EMPTY = tl.constexpr(FLAG_U_EMPTY)
+_U_NEG_INF_KEPT = tl.constexpr(FLAG_U_NEG_INF_KEPT)
 
 
 @triton.jit
@@ -40,16 +51,16 @@ def _online_update(m, s, x):
 
 
 @triton.jit
-def _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, CONTRAST: tl.constexpr):
-    """Unfiltered p for a block (fp32). mix: scale_c = (1-h)/Z_c, scale_u = h/Z_u;
-    contrast: scale_c = 1/Z_z over the plausible tokens (l_c >= cut)."""
-    if CONTRAST:
+def _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
+           HAS_CONTRAST: tl.constexpr):
+    """Unfiltered p for a block (fp32). mix rows: scale_c = (1-h)/Z_c, scale_u = h/Z_u;
+    contrast rows: scale_c = 1/Z_z over the plausible tokens (l_c >= cut)."""
+    mixed = scale_c * tl.exp(c * inv_t - max_c) + tl.where(use_u, scale_u * tl.exp(u * inv_t - max_u), 0.0)
+    if HAS_CONTRAST:
         z = tl.where(use_u, (1.0 + weight) * c - weight * u, c)
-        p = tl.where(c >= cut, scale_c * tl.exp(z * inv_t - max_c), 0.0)
-    else:
-        p = scale_c * tl.exp(c * inv_t - max_c)
-        p += tl.where(use_u, scale_u * tl.exp(u * inv_t - max_u), 0.0)
-    return p
+        contrasted = tl.where(c >= cut, scale_c * tl.exp(z * inv_t - max_c), 0.0)
+        return tl.where(contrast, contrasted, mixed)
+    return mixed
 
 
 @triton.jit
@@ -64,8 +75,8 @@ def _uniform_noise(seed, step_hi, start, BLOCK: tl.constexpr):
 
 @triton.jit
 def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
-                      inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
-                      CONTRAST: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr,
+                      inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
+                      HAS_CONTRAST: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr,
                       MAX_PASSES: tl.constexpr):
     """Bit pattern of tau = max{t : count(p >= t) >= need_count and
     mass(p >= t) >= mass_frac * mass(p >= lo)}, searched in [lo, hi) (lo satisfies it).
@@ -91,7 +102,7 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
             in_row = offs < V
             c = tl.load(c_row + offs, mask=in_row, other=-float("inf")).to(tl.float32)
             u = tl.load(u_row + offs, mask=offs < u_len, other=-float("inf")).to(tl.float32)
-            p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, CONTRAST)
+            p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST)
             bits = p.to(tl.int32, bitcast=True)
             # [NUM_PIVOTS, BLOCK], reduced along the block: the interpreter (numpy) then sums
             # pairwise, as accurately as the GPU's tree reduction
@@ -114,17 +125,17 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
 @triton.jit
 def _mix_sample_kernel(
     c_ptr, u_ptr, stride_c, stride_u,
-    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, log_beta,
+    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr, log_beta_ptr,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V,
-    HAS_U: tl.constexpr, CONTRAST: tl.constexpr,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_SEARCH: tl.constexpr, NUM_PIVOTS: tl.constexpr,
     MAX_PASSES: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     c_row = c_ptr + row * stride_c
     u_row = u_ptr + row * stride_u
-    weight = tl.load(weight_ptr + row)  # h (mix) or alpha (contrast)
+    weight = tl.load(weight_ptr + row)  # h (mix rows) or alpha (contrast rows)
     temp = tl.load(temp_ptr + row)
     greedy = temp == 0.0
     inv_t = 1.0 / tl.where(greedy, 1.0, temp)
@@ -132,8 +143,14 @@ def _mix_sample_kernel(
         use_u = weight > 0.0
     else:
         use_u = weight > float("inf")  # never true: there is no unconditional path
-    # Rows that do not use the unconditional path never load it: its load bound is 0.
+    if HAS_CONTRAST:
+        contrast = tl.load(contrast_ptr + row) != 0
+    else:
+        contrast = weight > float("inf")  # never true: no contrast row in this launch
+    # Rows that do not use the unconditional path never load it: its load bound is 0. The
+    # first pass reads it only for mix rows (contrast rows need max l_c first).
     u_len = tl.where(use_u, V, 0)
+    u_len_mix = tl.where(contrast, 0, u_len)
     NEG_INF: tl.constexpr = -float("inf")
 
     # ---- pass 1: per-path statistics and bad-input flags (bits as FLAG_* in mix_sample_ref)
@@ -148,37 +165,40 @@ def _mix_sample_kernel(
         offs = start + tl.arange(0, BLOCK)
         in_row = offs < V
         c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
-        flags |= tl.where(tl.sum(((c != c) | (c == float("inf"))).to(tl.int32), 0) > 0, 1, 0)
+        flags |= tl.where(tl.sum(((c != c) | (c == float("inf"))).to(tl.int32), 0) > 0, _C_NONFINITE, 0)
         max_ct, sum_ct = _online_update(max_ct, sum_ct, c * inv_t)
         max_c1, sum_c1 = _online_update(max_c1, sum_c1, c)
-        if not CONTRAST:
-            u = tl.load(u_row + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
-            flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, 2, 0)
-            max_ut, sum_ut = _online_update(max_ut, sum_ut, u * inv_t)
-    flags |= tl.where(max_c1 == NEG_INF, 4, 0)
+        u = tl.load(u_row + offs, mask=offs < u_len_mix, other=NEG_INF).to(tl.float32)
+        flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, _U_NONFINITE, 0)
+        max_ut, sum_ut = _online_update(max_ut, sum_ut, u * inv_t)
+    flags |= tl.where(max_c1 == NEG_INF, _C_EMPTY, 0)
+    log_beta = tl.load(log_beta_ptr + row)
     cut = max_c1 + log_beta
-    if CONTRAST:
+    # mix rows: p = (1-h)/Z_c exp(l_c/T - max) + h/Z_u exp(l_u/T - max)
+    flags |= tl.where(use_u & ~contrast & (max_ut == NEG_INF), _U_EMPTY, 0)
+    scale_c = (1.0 - weight) / sum_ct
+    max_c = max_ct
+    scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
+    max_u = tl.where(use_u, max_ut, 0.0)
+    if contrast:
         # contrast logits over the plausible tokens; needs max l_c first, hence its own pass
+        max_zt = NEG_INF
+        sum_zt = 0.0
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             in_row = offs < V
             c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
             u = tl.load(u_row + offs, mask=offs < u_len, other=0.0).to(tl.float32)
-            flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, 2, 0)
+            flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, _U_NONFINITE, 0)
             kept = c >= cut
-            flags |= tl.where(use_u & (tl.sum((kept & (u == NEG_INF)).to(tl.int32), 0) > 0), 16, 0)
+            neg_inf_kept = use_u & (tl.sum((kept & (u == NEG_INF)).to(tl.int32), 0) > 0)
+            flags |= tl.where(neg_inf_kept, _U_NEG_INF_KEPT, 0)
             z = tl.where(use_u, (1.0 + weight) * c - weight * u, c)
-            max_ut, sum_ut = _online_update(max_ut, sum_ut, tl.where(kept, z * inv_t, NEG_INF))
-        scale_c = 1.0 / sum_ut
-        max_c = max_ut
+            max_zt, sum_zt = _online_update(max_zt, sum_zt, tl.where(kept, z * inv_t, NEG_INF))
+        scale_c = 1.0 / sum_zt
+        max_c = max_zt
         scale_u = 0.0
         max_u = 0.0
-    else:
-        flags |= tl.where(use_u & (max_ut == NEG_INF), 8, 0)
-        scale_c = (1.0 - weight) / sum_ct
-        max_c = max_ct
-        scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
-        max_u = tl.where(use_u, max_ut, 0.0)
     tl.store(flags_ptr + row, flags)
 
     # ---- pass 2: top-k, then top-p on the renormalised rest ----------------------------
@@ -188,13 +208,13 @@ def _mix_sample_kernel(
     top_k = tl.load(top_k_ptr + row)
     if (top_k > 0) & (top_k < V):
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k, top_k * 0.0,
-                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
-                                CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
+                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
+                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
     top_p = tl.load(top_p_ptr + row)
     if top_p < 1.0:
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k * 0, top_p,
-                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
-                                CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
+                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
+                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
 
     # ---- pass 3: the draw over the kept tokens -----------------------------------------
     seed = tl.load(seed_ptr + row)
@@ -209,7 +229,7 @@ def _mix_sample_kernel(
         in_row = offs < V
         c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
         u = tl.load(u_row + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
-        p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, CONTRAST)
+        p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST)
         keep = in_row & (p.to(tl.int32, bitcast=True) >= tau) & (p > 0.0)
         kept_mass += tl.sum(tl.where(keep, p, 0.0), 0)
         key = p
@@ -238,11 +258,12 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
     return GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS
 
 
-def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, *,
-                      contrast: bool, beta: float):
-    """Launch the kernel; per-row parameters (steps: int32) are contiguous [B] tensors on the
-    logits' device.
-    Returns (tokens, logprobs, cond_logprobs, flags)."""
+def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
+                      *, has_contrast: bool):
+    """Launch the kernel; per-row parameters (steps: int32, contrast: bool, log_beta: fp32)
+    are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the host)
+    whether any row contrasts, so that a launch without contrast rows compiles the lean
+    mix-only kernel. Returns (tokens, logprobs, cond_logprobs, flags)."""
     batch, vocab = logits_c.shape
     if logits_c.stride(1) != 1:
         logits_c = logits_c.contiguous()
@@ -258,12 +279,11 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     block, block_search, num_warps = _block_sizes(vocab)
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
-        weight_u, temperature, top_k, top_p, seeds, steps, math.log(beta),
+        weight_u, temperature, top_k, top_p, seeds, steps, contrast.to(torch.int8), log_beta,
         tokens, logprobs, cond, flags,
         vocab,
-        HAS_U=has_u, CONTRAST=contrast,
+        HAS_U=has_u, HAS_CONTRAST=has_contrast,
         BLOCK=block, BLOCK_SEARCH=block_search, NUM_PIVOTS=NUM_PIVOTS,
         MAX_PASSES=MAX_SEARCH_PASSES, num_warps=num_warps,
     )
     return tokens, logprobs, cond, flags
-

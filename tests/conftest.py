@@ -15,6 +15,9 @@ if not torch.cuda.is_available():
 
 ON_GPU = torch.cuda.is_available()
 
+# The shared fixtures (checkpoints, engines, photos, CLIP, pair stores) live in the package.
+pytest_plugins = ("judgefree.testing.fixtures",)
+
 
 @pytest.fixture
 def device() -> torch.device:

@@ -1,26 +1,25 @@
-"""judgefree.train: DPO on curated pairs and the self-improvement loop.
+"""judgefree.train: DPO on curated pairs.
 
 - losses: ``sequence_logprobs``, ``dpo_loss`` (TRL's sigmoid / ipo / hinge / robust).
 - trainer: ``train_dpo(model, store, out, TrainConfig)`` with policy log-probs from
   ``kernels.linear_logprobs`` and reference log-probs from the pair store.
-- loop: ``Loop(LoopSettings)`` runs generate -> curate -> train (-> evaluate) per round.
-Heavy modules (torch, transformers, peft) load on first use of their names.
+- launch: ``python -m judgefree.train.launch`` (torchrun's entry point).
 """
 
-from .losses import DPO_LOSS_TYPES, SequenceLogprobs, dpo_loss, sequence_logprobs
+from judgefree._lazy import lazy_exports
 
-_LAZY = {
-    "TrainConfig": "config", "train_dpo": "trainer", "TrainResult": "trainer", "dpo_step": "trainer",
-    "ResponseLogprobs": "policy", "load_policy": "model", "export_model": "export",
-    "Loop": "loop", "LoopSettings": "loop", "EvalSettings": "loop",
+_EXPORTS = {
+    "DPO_LOSS_TYPES": "losses",
+    "SequenceLogprobs": "losses",
+    "dpo_loss": "losses",
+    "sequence_logprobs": "losses",
+    "TrainConfig": "config",
+    "train_dpo": "trainer",
+    "TrainResult": "trainer",
+    "dpo_step": "trainer",
+    "ResponseLogprobs": "policy",
+    "load_policy": "model",
+    "export_model": "export",
 }
-
-__all__ = ["DPO_LOSS_TYPES", "SequenceLogprobs", "dpo_loss", "sequence_logprobs", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"judgefree.train.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'judgefree.train' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

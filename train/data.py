@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from judgefree.curate.records import PairRecord
-from judgefree.curate.store import PairStore
-from judgefree.engine.distributed import shard_bounds
+from judgefree.store.records import PairRecord
+from judgefree.store.pair_store import PairStore
+from judgefree.train.distributed import shard_bounds
 
 IGNORE_INDEX = -100
 
@@ -108,7 +108,7 @@ def load_examples(store_path: str | Path, *, kept_only: bool = True) -> tuple[li
 def check_images_unchanged(examples: list[DPOExample]) -> None:
     """Every image must still be the file the pair was generated from: its reference log-probs
     were computed on those pixels, and training on another picture would pair them wrongly."""
-    from judgefree.curate.records import file_sha256
+    from judgefree.store.records import file_sha256
 
     seen: dict[str, str] = {}
     for e in examples:

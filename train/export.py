@@ -72,7 +72,7 @@ def export_model(loaded: LoadedPolicy, policy: nn.Module, out: str | Path, confi
             cpu_config = replace(config, finetune=loaded.finetune, liger=False, gradient_checkpointing=False)
             rebuilt = load_policy(loaded.source, cpu_config, torch.device("cpu"))
             rebuilt.compute_dtype = loaded.compute_dtype
-            wrapper = ResponseLogprobs(rebuilt.model, rebuilt.kind)
+            wrapper = ResponseLogprobs(rebuilt.model, rebuilt.architecture)
             result = wrapper.load_state_dict(full, strict=False)
             if result.unexpected_keys or result.missing_keys:  # every weight must come from training
                 raise RuntimeError(f"gathered weights do not fit the rebuilt model: unexpected "

@@ -14,7 +14,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from judgefree.cli.improve import add_train_arguments
+    from judgefree.train.arguments import add_train_arguments
 
     p = argparse.ArgumentParser(prog="python -m judgefree.train.launch", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model folder (Hugging Face layout)")
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from judgefree.cli.improve import train_config
+        from judgefree.train.arguments import train_config
         from judgefree.train.trainer import train_dpo
 
         config = train_config(args, kept_only=not args.all_pairs, merge_lora=not args.no_merge_lora,
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"judgefree.train.launch: error: {err}", file=sys.stderr)
         return 2
-    from judgefree.engine.distributed import rank_info
+    from judgefree.train.distributed import rank_info
 
     if rank_info().is_main:
         last = result.metrics[-1] if result.metrics else {}

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from judgefree.engine.architectures import Architecture, architecture_for, unwrap
 from judgefree.train.config import TrainConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -26,7 +27,7 @@ class LoadedPolicy:
     """The model to train and what the trainer needs beside it."""
 
     model: nn.Module  # a transformers model, or a peft model around one
-    kind: str  # "llava" or "llama"
+    architecture: Architecture
     finetune: str  # "lora" or "full"
     compute_dtype: torch.dtype
     pad_id: int
@@ -41,38 +42,26 @@ def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
     return _DTYPES[config.dtype]
 
 
-def base_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a peft wrapper (the model itself otherwise)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def language_model(model: nn.Module, kind: str) -> nn.Module:
-    """The decoder stack that maps input embeddings to final hidden states."""
-    base = base_model(model)
-    return base.model.language_model if kind == "llava" else base.model
-
-
 def load_policy(path: str | os.PathLike, config: TrainConfig, device: torch.device,
                 world_size: int = 1) -> LoadedPolicy:
     """Load ``path`` (HF layout) for training on ``device``; under FSDP2 (``world_size > 1``)
     the model stays on the CPU until ``fully_shard`` moves its shards."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
+    from transformers import AutoConfig, AutoTokenizer
 
-    from judgefree.engine.loader import check_folder, model_kind
+    from judgefree.engine.loader import check_folder
 
     folder = check_folder(path)
-    kind = model_kind(AutoConfig.from_pretrained(folder))
+    architecture = architecture_for(AutoConfig.from_pretrained(folder))
     finetune = config.resolved_finetune(world_size)
     dtype = compute_dtype(config, device)
     # LoRA freezes the base, so it may live in the compute dtype; full fine-tuning keeps fp32 masters.
     weight_dtype = dtype if finetune == "lora" else torch.float32
-    cls = LlavaForConditionalGeneration if kind == "llava" else AutoModelForCausalLM
-    model = cls.from_pretrained(folder, dtype=weight_dtype, attn_implementation="sdpa")
+    model = architecture.transformers_class().from_pretrained(folder, dtype=weight_dtype, attn_implementation="sdpa")
     if world_size == 1:
         model.to(device)
-    model = prepare_for_training(model, kind, config, device, finetune)
+    model = prepare_for_training(model, architecture, config, device, finetune)
     pixels = None
-    if kind == "llava":
+    if architecture.has_vision:
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(folder)
@@ -81,10 +70,10 @@ def load_policy(path: str | os.PathLike, config: TrainConfig, device: torch.devi
     else:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    return LoadedPolicy(model, kind, finetune, dtype, int(pad_id), pixels, folder)
+    return LoadedPolicy(model, architecture, finetune, dtype, int(pad_id), pixels, folder)
 
 
-def prepare_for_training(model: nn.Module, kind: str, config: TrainConfig, device: torch.device,
+def prepare_for_training(model: nn.Module, architecture: Architecture, config: TrainConfig, device: torch.device,
                          finetune: str) -> nn.Module:
     """Dropout off, liger kernels (CUDA), frozen base + LoRA or trainable language model,
     gradient checkpointing; returns the model to train (a peft model with LoRA)."""
@@ -96,18 +85,19 @@ def prepare_for_training(model: nn.Module, kind: str, config: TrainConfig, devic
 
         if device.type != "cuda" and not triton_interpreting():
             raise ValueError("liger=True needs a CUDA device (or TRITON_INTERPRET=1 to run its kernels on the CPU)")
-        apply_liger(model, kind)
+        apply_liger(architecture.decoder(model))
     model.requires_grad_(False)
     if finetune == "lora":
         model = _add_lora(model, config)
     else:
-        language_model(model, kind).requires_grad_(True)
+        architecture.decoder(model).requires_grad_(True)
         model.get_output_embeddings().requires_grad_(True)
-        if kind == "llava" and config.train_projector:
-            model.model.multi_modal_projector.requires_grad_(True)
+        if config.train_projector:
+            for module in architecture.trainable_extras(model):
+                module.requires_grad_(True)
     use_checkpointing = config.gradient_checkpointing
     if use_checkpointing if use_checkpointing is not None else device.type == "cuda":
-        base = base_model(model)
+        base = unwrap(model)
         if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
             base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -133,13 +123,13 @@ def _add_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
         raise ValueError(f"lora_targets {list(config.lora_targets)} match no module of the model: {err}") from None
 
 
-def apply_liger(model: nn.Module, kind: str) -> None:
-    """liger-kernel's RoPE, RMSNorm and SwiGLU kernels on the Llama language model (the
-    log-probs come from our own lm_head kernel, so no fused cross-entropy)."""
+def apply_liger(decoder: nn.Module) -> None:
+    """liger-kernel's RoPE, RMSNorm and SwiGLU kernels on a Llama decoder stack (the log-probs
+    come from our own lm_head kernel, so no fused cross-entropy)."""
     from liger_kernel.transformers import apply_liger_kernel_to_llama
 
     apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                fused_linear_cross_entropy=False, model=language_model(model, kind))
+                                fused_linear_cross_entropy=False, model=decoder)
 
 
 def _disable_dropout(model: nn.Module) -> None:
@@ -150,7 +140,7 @@ def _disable_dropout(model: nn.Module) -> None:
 
 
 def _pixel_reader(image_processor) -> Callable[[str], torch.Tensor]:
-    from judgefree.engine.images import load_image
+    from judgefree.images import load_image
 
     def pixels(path: str) -> torch.Tensor:
         # The engine's PromptBuilder feeds the same processor the same RGB image.

@@ -14,22 +14,20 @@ import contextlib
 import torch
 from torch import nn
 
-from judgefree.engine.llava import image_token_id, select_image_features
+from judgefree.engine.architectures import Architecture, unwrap
 from judgefree.kernels.linear_logprobs import linear_logprobs
 from judgefree.train.data import IGNORE_INDEX, DPOBatch
 from judgefree.train.losses import SequenceLogprobs, sequence_logprobs
-from judgefree.train.model import base_model, language_model
 
 
 class ResponseLogprobs(nn.Module):
     """``forward(batch)`` -> per-token log-probs [2B, T] in fp32 (0 off the response)."""
 
-    def __init__(self, model: nn.Module, kind: str, autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model: nn.Module, architecture: Architecture,
+                 autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        if kind not in ("llava", "llama"):
-            raise ValueError(f"kind must be 'llava' or 'llama', got {kind!r}")
         self.model = model
-        self.kind = kind
+        self.architecture = architecture
         self.autocast_dtype = autocast_dtype  # full fine-tuning in one process: bf16 compute, fp32 weights
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
@@ -39,43 +37,33 @@ class ResponseLogprobs(nn.Module):
                     else contextlib.nullcontext())
         with autocast:
             embeds = self._input_embeddings(input_ids, pixel_values)
-            hidden = language_model(self.model, self.kind)(
+            hidden = self.architecture.decoder(self.model)(
                 inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
         mask = targets != IGNORE_INDEX
         picked = hidden[mask]  # [N, H]: response positions only
         if self.autocast_dtype is not None:  # fp32 masters: the lm_head matmul runs in the compute dtype
             picked = picked.to(self.autocast_dtype)
-        weight = base_model(self.model).get_output_embeddings().weight
+        weight = unwrap(self.model).get_output_embeddings().weight
         # The log-sum-exp over the vocabulary stays in fp32 inside the kernel; autocast must not recast it.
         with torch.autocast(device_type, enabled=False):
             token = linear_logprobs(picked, weight.to(picked.dtype), targets[mask])
         return torch.zeros(mask.shape, dtype=token.dtype, device=token.device).masked_scatter(mask, token)
 
     def _input_embeddings(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
-        base = base_model(self.model)
+        base = unwrap(self.model)
         embeds = base.get_input_embeddings()(input_ids)
-        if self.kind != "llava":
+        if not self.architecture.has_vision:
             return embeds
         if pixel_values is None:
             raise ValueError("LLaVA training needs pixel_values (one image per pair)")
-        image_token = image_token_id(base.config)
-        features = self._image_features(base, pixel_values)  # [B, n, H]
+        image_token = self.architecture.image_token_id(base.config)
+        features = self.architecture.image_features(base, pixel_values)  # [B, n, H]
         rows = features.repeat(input_ids.shape[0] // features.shape[0], 1, 1)  # chosen rows, then rejected
         slots = input_ids == image_token
         if int(slots.sum()) != rows.shape[0] * rows.shape[1] or bool((slots.sum(1) != rows.shape[1]).any()):
             raise ValueError(f"every row needs exactly {rows.shape[1]} image tokens (id {image_token}); "
                              f"got {slots.sum(1).tolist()}: the prompt and the image processor disagree")
         return embeds.masked_scatter(slots[..., None], rows.to(embeds.dtype))
-
-    def _image_features(self, base: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features of the selected vision layer (as LlavaModel computes them); the
-        tower is frozen, so only the projector (when trained) sees gradients."""
-        config = base.config
-        tower, projector = base.model.vision_tower, base.model.multi_modal_projector
-        with torch.no_grad():
-            out = tower(pixel_values.to(next(tower.parameters()).dtype), output_hidden_states=True)
-            selected = select_image_features(out.hidden_states, config)
-        return projector(selected)
 
 
 def batch_logprobs(policy: nn.Module, batch: DPOBatch) -> tuple[SequenceLogprobs, SequenceLogprobs]:

@@ -33,7 +33,7 @@ from judgefree.train.data import (DPOBatch, StepPlan, check_images_unchanged, co
 from judgefree.train.export import export_model
 from judgefree.train.losses import dpo_loss
 from judgefree.train.metrics import MetricsLog, StepStats
-from judgefree.train.model import LoadedPolicy, language_model, load_policy
+from judgefree.train.model import LoadedPolicy, load_policy
 from judgefree.train.policy import ResponseLogprobs, batch_logprobs
 from judgefree.train.reference import fill_reference, policy_scorer
 
@@ -167,10 +167,10 @@ class _Run:
             check_images_unchanged(examples)
         autocast = loaded.compute_dtype if (loaded.finetune == "full" and not ctx.distributed
                                             and loaded.compute_dtype != torch.float32) else None
-        policy = ResponseLogprobs(loaded.model, loaded.kind, autocast)
+        policy = ResponseLogprobs(loaded.model, loaded.architecture, autocast)
         if ctx.distributed:
             param_dtype = loaded.compute_dtype if loaded.compute_dtype != torch.float32 else None
-            D.shard_policy(policy, language_model(loaded.model, loaded.kind).layers, ctx, param_dtype)
+            D.shard_policy(policy, loaded.architecture.decoder(loaded.model).layers, ctx, param_dtype)
         computed = self._fill_reference(examples, loaded, policy)
 
         params = [p for p in policy.parameters() if p.requires_grad]

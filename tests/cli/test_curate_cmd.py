@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "curate"))
-from curate_fake_engine import FakeEngine  # noqa: E402
-from curate_helpers import write_photos, write_tiny_clip  # noqa: E402
+from judgefree.testing.fake_engine import FakeEngine
+from judgefree.testing.material import write_photo_files, write_test_clip
 
-import judgefree.cli as cli  # noqa: E402
-from judgefree.curate.generation import GenerationSettings, generate_store, list_images  # noqa: E402
-from judgefree.curate.store import PairStore  # noqa: E402
+import judgefree.cli.main as cli
+from judgefree.generation.driver import GenerationSettings, generate_store, list_images
+from judgefree.store.pair_store import PairStore
 
 
 REAL_SUBCOMMANDS = cli.SUBCOMMANDS
@@ -33,10 +32,10 @@ def test_curate_is_a_registered_subcommand():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("curate_cmd")
-    write_photos(root / "images", ("astronaut", "chelsea", "coffee", "rocket", "camera"))
+    write_photo_files(root / "images", ("astronaut", "chelsea", "coffee", "rocket", "camera"))
     generate_store(FakeEngine(), list_images(root / "images"), root / "pairs",
                    GenerationSettings(model="fake", prompt="Describe image in detail."), progress=False)
-    config, weights = write_tiny_clip(root / "clip")
+    config, weights = write_test_clip(root / "clip")
     return root, config, weights
 
 

@@ -12,7 +12,7 @@ import re
 import pytest
 from PIL import Image
 
-import judgefree.cli as cli
+import judgefree.cli.main as cli
 from judgefree.engine.types import Completion
 from judgefree.evaluation import halbench
 

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "curate"))
-from curate_fake_engine import FakeEngine  # noqa: E402
-from curate_helpers import write_corrupt_image, write_photos  # noqa: E402
+from judgefree.testing.fake_engine import FakeEngine
+from judgefree.testing.material import write_corrupt_image, write_photo_files
 
-import judgefree.engine  # noqa: E402
-import judgefree.cli as cli  # noqa: E402
-from judgefree.curate.store import PairStore  # noqa: E402
+import judgefree.engine
+import judgefree.cli.main as cli
+from judgefree.store.pair_store import PairStore
 
 
 REAL_SUBCOMMANDS = cli.SUBCOMMANDS
@@ -42,7 +41,7 @@ def model_dir(tmp_path):
 @pytest.fixture
 def images(tmp_path):
     folder = tmp_path / "images"
-    write_photos(folder, ("chelsea", "coffee", "rocket"))
+    write_photo_files(folder, ("chelsea", "coffee", "rocket"))
     write_corrupt_image(folder / "01_zz_broken.png")
     return folder
 

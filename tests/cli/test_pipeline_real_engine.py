@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "curate"))
-from curate_helpers import write_corrupt_image, write_photos, write_tiny_clip  # noqa: E402
+from judgefree.testing.material import write_corrupt_image, write_photo_files, write_test_clip
 
-import judgefree.cli as cli  # noqa: E402
-from judgefree.curate.store import PairStore  # noqa: E402
+import judgefree.cli.main as cli
+from judgefree.store.pair_store import PairStore
 
 PROMPT = "Describe this image in detail."
 
 
 @pytest.fixture(scope="module")
 def llava_dir(tmp_path_factory):
-    from judgefree.engine.tiny import build_tiny_llava
+    from judgefree.assets.checkpoints import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("ckpt") / "llava", gqa=True, seed=4)
 
@@ -30,7 +29,7 @@ def llava_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
-    write_photos(folder, names=("astronaut", "chelsea", "coffee"))
+    write_photo_files(folder, names=("astronaut", "chelsea", "coffee"))
     write_corrupt_image(folder / "03_broken.png")
     return folder
 
@@ -74,7 +73,7 @@ def test_curate_then_evaluate(llava_dir, photo_dir, tmp_path, capsys):
     store, curated = tmp_path / "pairs", tmp_path / "curated"
     assert cli.main(["generate", "--model", str(llava_dir), "--images", str(photo_dir), "--out", str(store),
                      "--max-new-tokens", "6", "--dtype", "float32", "--device", "cpu", "--no-progress"]) == 0
-    config, weights = write_tiny_clip(tmp_path / "clip")
+    config, weights = write_test_clip(tmp_path / "clip")
     assert cli.main(["curate", "--pairs", str(store), "--clip", str(config), "--clip-weights", str(weights),
                      "--splits", "3", "--keep", "1", "--out", str(curated)]) == 0
     capsys.readouterr()

@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 import torch
-from curate_helpers import make_record
+from judgefree.testing.material import make_record
 
 from judgefree.curate.clip_score import ClipConfig, ClipScorer
-from judgefree.curate.records import file_sha256
+from judgefree.store.records import file_sha256
 
 LONG = " ".join(["a very long winding description of the astronaut in a white suit"] * 12)  # > 77 tokens
 
@@ -79,7 +79,7 @@ def test_each_image_encoded_once_and_texts_batched(tiny_scorer, photo_dir, monke
 
 
 def test_unreadable_or_changed_image_gives_an_error_not_a_crash(tiny_scorer, photo_dir, tmp_path):
-    from curate_helpers import write_corrupt_image
+    from judgefree.testing.material import write_corrupt_image
 
     photos = sorted(photo_dir.iterdir())
     broken = write_corrupt_image(tmp_path / "broken.png")

@@ -9,15 +9,15 @@ import shutil
 
 import numpy as np
 import pytest
-from curate_fake_engine import FakeEngine
-from curate_helpers import SETTINGS
+from judgefree.testing.fake_engine import FakeEngine
+from judgefree.testing.material import SETTINGS
 from PIL import Image
 
 from judgefree.curate.curation import curate_store
-from judgefree.curate.generation import generate_store, list_images
+from judgefree.generation.driver import generate_store, list_images
 from judgefree.curate.histogram import KEPT_BAR, render_histogram
 from judgefree.curate.selection import Selection, summarize
-from judgefree.curate.store import PairStore, StoreWriter
+from judgefree.store.pair_store import PairStore, StoreWriter
 
 CLIP = {"model": "tiny", "weights": "tiny.safetensors", "kind": "clipscore", "quick_gelu": None}
 

@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from curate_helpers import make_record
+from judgefree.testing.material import make_record
 
 from judgefree.curate.selection import Selection, assign_splits, format_summary, orient, select, summarize
 

@@ -5,13 +5,13 @@ import random
 
 import pytest
 from judgefree.engine.block_manager import BlockManager
-from judgefree.engine.sequence import Sequence
+from judgefree.engine.response import ResponsePath
 
 BS = 4
 
 
 def seq(tokens, image_hash=None, span=None, outputs=None):
-    return Sequence(list(tokens), outputs if outputs is not None else [], image_hash, span)
+    return ResponsePath(list(tokens), outputs if outputs is not None else [], image_hash, span)
 
 
 def prefill(manager, s):

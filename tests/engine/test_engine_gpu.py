@@ -3,7 +3,7 @@ against the CPU engine. Skipped without a GPU."""
 
 import pytest
 import torch
-from engine_helpers import GREEDY, LONG_PROMPT, PROMPT
+from judgefree.testing.material import GREEDY, LONG_PROMPT, PROMPT
 from judgefree.engine import Engine, Request, SamplingParams
 
 pytestmark = pytest.mark.gpu

@@ -4,7 +4,7 @@ baseline, recorded cond_logprobs equal a full forward's log-softmax (1e-4)."""
 
 import pytest
 import torch
-from engine_helpers import GREEDY, LONG_PROMPT, PROMPT
+from judgefree.testing.material import GREEDY, LONG_PROMPT, PROMPT
 from judgefree.engine import Request, SamplingParams
 
 NEW = 10
@@ -94,7 +94,7 @@ def test_bad_requests_fail_alone_with_a_clear_error(llava_engine, photos, tmp_pa
     out = llava_engine.generate(requests)
     assert [c.finish_reason for c in out] == ["error", "length", "error", "error", "error"]
     assert "broken.jpg" in out[0].error and "missing.png" in out[2].error
-    assert "max_model_len" in out[3].error and "h distribution" in out[4].error
+    assert "max_model_len" in out[3].error and "h must be a number in [0, 1]" in out[4].error
     assert out[1].error is None and out[1].token_ids == llava_engine.generate([good])[0].token_ids
 
 

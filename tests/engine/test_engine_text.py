@@ -3,9 +3,9 @@
 
 import pytest
 import torch
-from engine_helpers import GREEDY
+from judgefree.testing.material import GREEDY
 from judgefree.engine import Engine, Request
-from judgefree.engine.baseline import TransformersBaseline
+from judgefree.testing.baseline import TransformersBaseline
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from engine_helpers import GREEDY, PROMPT
+from judgefree.testing.material import GREEDY, PROMPT
 from judgefree.engine import Engine, Request
 from safetensors.torch import load_file, save_file
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from judgefree.engine.config import EngineConfig
 from judgefree.engine.scheduler import Scheduler
-from judgefree.engine.sequence import Sequence, SequenceGroup, Status
+from judgefree.engine.response import Response, ResponsePath, Status, StepResult
 from judgefree.engine.types import SamplingParams
 
 EOS = 999
@@ -15,9 +15,9 @@ EOS = 999
 
 def group(index, cond_len, uncond_len=None, max_new=4, base=0):
     outputs = []
-    cond = Sequence([base + index * 100 + i for i in range(cond_len)], outputs)
-    uncond = Sequence([50_000 + i for i in range(uncond_len)], outputs) if uncond_len else None
-    return SequenceGroup(index, cond, uncond, 0.5 if uncond else 0.0, index, SamplingParams(), max_new,
+    cond = ResponsePath([base + index * 100 + i for i in range(cond_len)], outputs)
+    uncond = ResponsePath([50_000 + i for i in range(uncond_len)], outputs) if uncond_len else None
+    return Response(index, cond, uncond, 0.5 if uncond else 0.0, index, SamplingParams(), max_new,
                          frozenset({EOS}), output_ids=outputs)
 
 
@@ -29,8 +29,8 @@ def run(scheduler, token=7, limit=500):
         assert not failed
         assert batch is not None
         batches.append(batch)
-        n = len(batch.sampling)
-        scheduler.postprocess(batch, [token] * n, [0.0] * n, [0.0] * n)
+        n = len(batch.sampled)
+        scheduler.postprocess(batch, StepResult([token] * n, [0.0] * n, [0.0] * n))
         assert len(batches) < limit
     return batches
 
@@ -45,7 +45,7 @@ def test_prefill_respects_the_token_budget_and_samples_complete_groups():
     # group 1's unconditional prompt is group 0's: only its last token is recomputed, so
     # 10 + 8 tokens fit; group 2 (8 more) does not and waits for the next step
     assert batch.is_prefill and batch.num_tokens == 10 + 8
-    assert batch.sampling == groups[:2] and groups[1].uncond.num_scheduled == 1
+    assert batch.sampled == groups[:2] and groups[1].uncond.num_scheduled == 1
     assert groups[1].uncond.block_table == groups[0].uncond.block_table
 
 
@@ -58,11 +58,11 @@ def test_a_prompt_longer_than_the_budget_is_chunked_and_both_paths_finish_togeth
     while scheduler.has_work():
         batch, _ = scheduler.schedule()
         assert batch.num_tokens <= 5
-        seen.append((g.cond.num_scheduled, g.uncond.num_scheduled, bool(batch.sampling)))
-        if not batch.sampling:  # neither path computes its last position before the final step
+        seen.append((g.cond.num_scheduled, g.uncond.num_scheduled, bool(batch.sampled)))
+        if not batch.sampled:  # neither path computes its last position before the final step
             assert g.cond.compute_start + g.cond.num_scheduled < len(g.cond)
             assert g.uncond.compute_start + g.uncond.num_scheduled < len(g.uncond)
-        scheduler.postprocess(batch, [7] * len(batch.sampling), [0.0] * len(batch.sampling), [0.0] * len(batch.sampling))
+        scheduler.postprocess(batch, StepResult([7] * len(batch.sampled), [0.0] * len(batch.sampled), [0.0] * len(batch.sampled)))
     assert sum(c + u for c, u, _ in seen) == 18
     assert [s for *_, s in seen].count(True) == 1 and seen[-1][2]
     assert g.output_ids == [7]
@@ -75,11 +75,11 @@ def test_decode_runs_both_paths_of_every_running_group_in_one_batch():
     for g in groups:
         scheduler.add(g)
     batch, _ = scheduler.schedule()
-    scheduler.postprocess(batch, [1, 2, 3], [0.0] * 3, [0.0] * 3)
+    scheduler.postprocess(batch, StepResult([1, 2, 3], [0.0] * 3, [0.0] * 3))
     batch, _ = scheduler.schedule()
     assert not batch.is_prefill
-    assert batch.seqs == [groups[0].cond, groups[0].uncond, groups[1].cond, groups[2].cond, groups[2].uncond]
-    assert all(s.num_scheduled == 1 for s in batch.seqs)
+    assert batch.paths == [groups[0].cond, groups[0].uncond, groups[1].cond, groups[2].cond, groups[2].uncond]
+    assert all(s.num_scheduled == 1 for s in batch.paths)
     assert groups[0].cond.tokens(len(groups[0].cond) - 1, len(groups[0].cond)) == [1]
     assert groups[0].uncond.last_token() == 1  # both paths continue from the same sampled token
 
@@ -91,7 +91,7 @@ def test_finishing_on_eos_length_and_context():
     for g in (stop, length, context):
         scheduler.add(g)
     batch, _ = scheduler.schedule()
-    scheduler.postprocess(batch, [EOS, 5, 5], [0.0] * 3, [0.0] * 3)
+    scheduler.postprocess(batch, StepResult([EOS, 5, 5], [0.0] * 3, [0.0] * 3))
     assert stop.finish_reason == "stop" and stop.output_ids == [EOS]
     run(scheduler)
     assert length.finish_reason == "length" and len(length.output_ids) == 2
@@ -120,7 +120,7 @@ def test_a_response_larger_than_the_whole_cache_fails_alone():
     scheduler.add(small)
     batch, failed = scheduler.schedule()
     assert failed == [big] and big.finish_reason == "error" and "KV blocks" in big.error
-    assert batch.sampling == [small]
+    assert batch.sampled == [small]
 
 
 @pytest.mark.parametrize("max_num_seqs", [1, 2])
@@ -130,7 +130,7 @@ def test_max_num_seqs_bounds_the_running_responses(max_num_seqs):
     for i in range(4):
         scheduler.add(group(i, 3, 2, max_new=3))
     for batch in run(scheduler):
-        assert len(batch.groups) <= max_num_seqs
+        assert len(batch.responses) <= max_num_seqs
 
 
 def test_a_response_that_outgrows_the_whole_cache_alone_fails_instead_of_looping():
@@ -144,10 +144,10 @@ def test_a_response_that_outgrows_the_whole_cache_alone_fails_instead_of_looping
         if not scheduler.has_work():
             break
         batch, _ = scheduler.schedule()
-        assert batch is None or batch.seqs
+        assert batch is None or batch.paths
         if batch is not None:
-            n = len(batch.sampling)
-            scheduler.postprocess(batch, [7] * n, [0.0] * n, [0.0] * n)
+            n = len(batch.sampled)
+            scheduler.postprocess(batch, StepResult([7] * n, [0.0] * n, [0.0] * n))
     assert not scheduler.has_work()
     assert g.finish_reason == "error" and "KV blocks" in g.error
     assert scheduler.block_manager.num_free == 4
@@ -165,21 +165,21 @@ def test_admission_never_overcommits_when_one_path_evicts_the_others_cached_pref
     scheduler.add(b)
     for _ in range(5):  # both decode 5s; a publishes block [5, 5] first (b holds a duplicate), a finishes
         batch, _ = scheduler.schedule()
-        n = len(batch.sampling)
-        scheduler.postprocess(batch, [5] * n, [0.0] * n, [0.0] * n)
+        n = len(batch.sampled)
+        scheduler.postprocess(batch, StepResult([5] * n, [0.0] * n, [0.0] * n))
     manager = scheduler.block_manager
     assert a.finish_reason == "length" and b.output_ids == [5] * 5
     parents = [blk.block_id for blk in manager.blocks if blk.ref_count == 0 and blk.key is not None]
     assert len(parents) == 1  # a's [5, 5]: free, still cached; b holds the cached block after it
     manager.free = dict.fromkeys(parents + [i for i in manager.free if i != parents[0]])  # least recently used
     outputs = []
-    g = SequenceGroup(2, Sequence(list(range(40, 52)), outputs), Sequence([1, 2, 3, 4] + [5] * 5, outputs),
+    g = Response(2, ResponsePath(list(range(40, 52)), outputs), ResponsePath([1, 2, 3, 4] + [5] * 5, outputs),
                       0.5, 0, SamplingParams(), 2, frozenset({EOS}), output_ids=outputs)
-    assert sum(manager.blocks_needed(s) for s in g.seqs) == manager.num_free  # the estimate says it fits
+    assert sum(manager.blocks_needed(s) for s in g.paths) == manager.num_free  # the estimate says it fits
     scheduler.add(g)
     batches = run(scheduler)
     assert g.status is Status.FINISHED and g.finish_reason == "length" and len(g.output_ids) == 2
-    assert all(batch.seqs for batch in batches)
+    assert all(batch.paths for batch in batches)
     assert manager.num_free == 12
 
 
@@ -205,15 +205,15 @@ class _FakeModel:
         for src, dst in batch.copies:
             for offset in range(bs):
                 self.cache[dst * bs + offset] = self.cache.get(src * bs + offset)
-        for seq in batch.seqs:
+        for seq in batch.paths:
             for position in range(max(seq.compute_start, seq.num_computed), seq.compute_start + seq.num_scheduled):
                 self.cache[self.slot(seq, position)] = self.identity(seq, position)
-        for seq in batch.seqs:
+        for seq in batch.paths:
             for position in range(seq.compute_start + seq.num_scheduled):
                 assert self.cache.get(self.slot(seq, position)) == self.identity(seq, position)
         tokens = []
-        for g in batch.sampling:
-            histories = [self.identity(s, len(s) - 1) for s in g.seqs]
+        for g in batch.sampled:
+            histories = [self.identity(s, len(s) - 1) for s in g.paths]
             digest = hashlib.blake2b(repr((g.seed, g.step, histories)).encode(), digest_size=4).digest()
             tokens.append(int.from_bytes(digest, "little") % 5 + EOS - 4)  # EOS now and then
         return tokens
@@ -225,10 +225,10 @@ def _random_groups(rng, n):
         outputs = []
         image = f"img{rng.randrange(2)}"
         text = [rng.randrange(3) for _ in range(rng.randrange(1, 6))]
-        cond = Sequence([1] + [9] * 4 + text, outputs, image, (1, 5))
+        cond = ResponsePath([1] + [9] * 4 + text, outputs, image, (1, 5))
         kind = rng.randrange(3)
-        uncond = None if kind == 0 else Sequence([1] + text if kind == 1 else [1, 2, 3], outputs)
-        groups.append(SequenceGroup(i, cond, uncond, 0.5 if uncond else 0.0, rng.randrange(3), SamplingParams(),
+        uncond = None if kind == 0 else ResponsePath([1] + text if kind == 1 else [1, 2, 3], outputs)
+        groups.append(Response(i, cond, uncond, 0.5 if uncond else 0.0, rng.randrange(3), SamplingParams(),
                                     rng.randrange(1, 12), frozenset({EOS}), output_ids=outputs))
     return groups
 
@@ -242,12 +242,12 @@ def _simulate(groups, block_size, num_blocks, budget, max_num_seqs, max_model_le
     steps = 0
     while scheduler.has_work():
         batch, failed = scheduler.schedule()
-        assert not failed and batch is not None and batch.seqs
+        assert not failed and batch is not None and batch.paths
         tokens = model.step(batch)
-        scheduler.postprocess(batch, tokens, [0.0] * len(tokens), [0.0] * len(tokens))
+        scheduler.postprocess(batch, StepResult(tokens, [0.0] * len(tokens), [0.0] * len(tokens)))
         held = {}
         for g in groups:
-            for s in g.seqs:
+            for s in g.paths:
                 for b in s.block_table:
                     held[b] = held.get(b, 0) + 1
         for block in scheduler.block_manager.blocks:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from judgefree.kernels.linear_logprobs import linear_logprobs
-from judgefree.kernels.linear_logprobs_ref import linear_logprobs_chunked, linear_logprobs_eager
+from judgefree.kernels.linear_logprobs_ref import linear_logprobs_eager
+from judgefree.kernels.linear_logprobs_torch import linear_logprobs_chunked
 from judgefree.kernels.linear_logprobs_triton import KernelConfig, linear_logprobs_triton
 
 IGNORE = -100

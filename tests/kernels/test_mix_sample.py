@@ -89,6 +89,34 @@ def test_kernel_matches_reference(mode, config, fresh_seed, device):
     assert_matches_reference(c, u, h, **kw)
 
 
+def test_mix_and_contrast_rows_in_one_call(fresh_seed, device):
+    """Per-row mode and beta: a batch mixing both modes equals the reference, and every row
+    equals the same row sampled in a call of its own mode (tokens depend only on the row)."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, u = random_logits(gen, 6, 613, device=device)
+    modes = ["mix", "contrast", "contrast", "mix", "contrast", "mix"]
+    h = torch.tensor([0.3, 0.0, 0.0, 1.0, 0.0, 0.0], device=device)
+    alpha = torch.tensor([0.0, 0.5, 1.5, 0.0, 0.0, 0.0], device=device)
+    beta = torch.tensor([0.1, 0.05, 0.3, 0.1, 0.2, 0.1], device=device)
+    seeds = torch.arange(6, dtype=torch.int64) * 31 + 5
+    kw = dict(top_p=0.9, temperature=0.8, seeds=seeds, step=3)
+    assert_matches_reference(c, u, h, mode=modes, alpha=alpha, beta=beta, **kw)
+    together = mix_sample(c, u, h, mode=modes, alpha=alpha, beta=beta, backend="torch", **kw)
+    for row, mode in enumerate(modes):
+        alone = mix_sample(c[row:row + 1], u[row:row + 1], h[row:row + 1], mode=mode, alpha=alpha[row:row + 1],
+                           beta=float(beta[row]), top_p=0.9, temperature=0.8, seeds=seeds[row:row + 1], step=3,
+                           backend="torch")
+        assert int(alone.tokens[0]) == int(together.tokens[row])
+        assert float(alone.logprobs[0]) == float(together.logprobs[row])
+    with pytest.raises(ValueError, match="mode must be one of.*at row 1"):
+        mix_sample(c, u, h, mode=["mix", "vcd"] + ["mix"] * 4, seeds=seeds, step=0)
+    with pytest.raises(ValueError, match="one per row"):
+        mix_sample(c, u, h, mode=["mix"], seeds=seeds, step=0)
+    with pytest.raises(ValueError, match="beta must lie in \\(0, 1\\].*row 2"):
+        mix_sample(c, u, h, mode=modes, beta=torch.tensor([0.1, 0.1, 0.0, 0.1, 0.1, 0.1], device=device),
+                   seeds=seeds, step=0)
+
+
 def test_per_row_parameters(fresh_seed, device):
     """Mixed temperatures (greedy rows among sampled ones), top-k and top-p per row."""
     gen = torch.Generator().manual_seed(fresh_seed)
@@ -373,9 +401,9 @@ def test_kernel_compiles_for_hopper_without_spills(contrast):
 
     types = dict(c_ptr="*bf16", u_ptr="*bf16", stride_c="i32", stride_u="i32", weight_ptr="*fp32",
                  temp_ptr="*fp32", top_k_ptr="*i32", top_p_ptr="*fp32", seed_ptr="*i64", step_ptr="*i32",
-                 log_beta="fp32", tokens_ptr="*i64", logprobs_ptr="*fp32", cond_ptr="*fp32",
+                 contrast_ptr="*i8", log_beta_ptr="*fp32", tokens_ptr="*i64", logprobs_ptr="*fp32", cond_ptr="*fp32",
                  flags_ptr="*i32", V="i32")
-    consts = dict(HAS_U=True, CONTRAST=contrast, BLOCK=GPU_BLOCK, BLOCK_SEARCH=GPU_BLOCK_SEARCH,
+    consts = dict(HAS_U=True, HAS_CONTRAST=contrast, BLOCK=GPU_BLOCK, BLOCK_SEARCH=GPU_BLOCK_SEARCH,
                   NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES)
     report = compile_in_subprocess("judgefree.kernels.mix_sample_triton", "_mix_sample_kernel",
                                    types, consts, num_warps=GPU_NUM_WARPS)

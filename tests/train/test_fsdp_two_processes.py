@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import torch
-from train_helpers import load_weights
+from judgefree.testing.material import load_weights
 
 from judgefree.train.config import TrainConfig
 from judgefree.train.trainer import train_dpo

@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import torch
-from train_helpers import load_weights
+from judgefree.testing.material import load_weights
 
 from judgefree.train.checkpoint import checkpoint_dirs
 from judgefree.train.config import TrainConfig

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import text_records, write_store
+from judgefree.testing.material import text_records, write_store
 
 from judgefree.train.config import TrainConfig
 from judgefree.train.data import IGNORE_INDEX, collate, load_examples
@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 
 def _policy(folder, finetune="lora"):
     loaded = load_policy(folder, TrainConfig(finetune=finetune), CPU)
-    return loaded, ResponseLogprobs(loaded.model, loaded.kind)
+    return loaded, ResponseLogprobs(loaded.model, loaded.architecture)
 
 
 def _per_token(policy, batch):
@@ -72,7 +72,7 @@ def test_step0_holds_in_padded_batches_of_swapped_pairs(train_llava_dir, varied_
 def test_step0_on_the_real_smollm2_text_model(tmp_path):
     """A real 30-layer model: near-ties and long sums expose any off-by-one or prompt mismatch."""
     from judgefree.engine import Engine
-    from judgefree.engine.smollm import smollm2_path
+    from judgefree.assets.smollm import smollm2_path
 
     engine = Engine.from_pretrained(smollm2_path(), max_model_len=256, max_kv_blocks=64,
                                     attention_backend="torch", sampling_backend="torch")
@@ -87,7 +87,7 @@ def test_step0_on_the_real_smollm2_text_model(tmp_path):
     examples, _ = load_examples(write_store(tmp_path / "curated", records))
     assert len({len(e.prompt_ids) for e in examples}) == 2
     loaded, policy = _policy(smollm2_path())
-    assert loaded.kind == "llama"
+    assert loaded.architecture.name == "llama"
     rows = _per_token(policy, collate(examples, loaded.pad_id))  # one right-padded batch of 4 rows
     for i, example in enumerate(examples):
         torch.testing.assert_close(rows[i], torch.tensor(example.chosen_ref), atol=1e-4, rtol=0)

@@ -72,7 +72,7 @@ def test_gradient_checkpointing_trains_the_same(train_llava_dir, llava_store, tm
         mlp = loaded.model.get_base_model().model.language_model.layers[0].mlp  # recomputed inside the layer
         calls = []
         mlp.register_forward_pre_hook(lambda *args: calls.append(1))  # (the recompute stops inside it)
-        policy = ResponseLogprobs(loaded.model, loaded.kind).train()
+        policy = ResponseLogprobs(loaded.model, loaded.architecture).train()
         chosen, rejected = batch_logprobs(policy, collate(examples[:1], loaded.pad_id, loaded.pixels))
         (chosen.sums - rejected.sums).sum().backward()
         assert len(calls) == expected_calls

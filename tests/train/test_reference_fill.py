@@ -12,14 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "curate"))
-from curate_helpers import make_record  # noqa: E402
-from train_helpers import write_store  # noqa: E402
+from judgefree.testing.material import make_record
+from judgefree.testing.material import write_store
 
-from judgefree.train.config import TrainConfig  # noqa: E402
-from judgefree.train.data import load_examples  # noqa: E402
-from judgefree.train.reference import REFERENCE_FILE, fill_reference, model_fingerprint  # noqa: E402
-from judgefree.train.trainer import train_dpo  # noqa: E402
+from judgefree.train.config import TrainConfig
+from judgefree.train.data import load_examples
+from judgefree.train.reference import REFERENCE_FILE, fill_reference, model_fingerprint
+from judgefree.train.trainer import train_dpo
 
 
 def _strip(record):

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "curate"))
-from curate_helpers import make_record  # noqa: E402
-from train_helpers import write_store  # noqa: E402
+from judgefree.testing.material import make_record
+from judgefree.testing.material import write_store
 
-from judgefree.train.config import TrainConfig, resume_differences  # noqa: E402
-from judgefree.train.data import IGNORE_INDEX, DPOExample, StepPlan, collate, load_examples  # noqa: E402
+from judgefree.train.config import TrainConfig, resume_differences
+from judgefree.train.data import IGNORE_INDEX, DPOExample, StepPlan, collate, load_examples
 
 
 def test_collate_feeds_prompt_plus_response_and_targets_the_next_token():
@@ -119,7 +118,7 @@ def test_a_changed_or_missing_image_is_refused(tmp_path):
     gone since then must stop training with a message naming it."""
     from PIL import Image
 
-    from judgefree.curate.records import file_sha256
+    from judgefree.store.records import file_sha256
     from judgefree.train.data import check_images_unchanged
 
     path = tmp_path / "photo.png"

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from train_helpers import load_weights, write_store
+from judgefree.testing.material import load_weights, write_store
 
 from judgefree.train.config import TrainConfig
 from judgefree.train.trainer import train_dpo

@@ -1,0 +1,13 @@
+"""judgefree.testing: material the test suite and the benchmarks share.
+
+``baseline`` is two-path decoding written plainly on transformers (the engine's correctness
+reference and the benchmarks' baseline); ``fake_engine`` a stand-in engine for driver tests;
+``material`` fixed settings, records, pair stores and weight readers; ``fixtures`` the pytest
+fixtures (loaded by tests/conftest.py).
+"""
+
+from judgefree._lazy import lazy_exports
+
+_EXPORTS = {}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,151 @@
+"""The pair store (curate/store.py): round trip, atomic commits, leftovers of killed writes,
+settings guard, reading without torch, and the TRL / datasets export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from judgefree.testing.material import make_record
+
+from judgefree.store.export import export_trl
+from judgefree.store.records import SCHEMA
+from judgefree.curate.selection import Selection, select
+from judgefree.store.pair_store import MANIFEST, PairStore, StoreWriter
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    records = [make_record(i, None, None) for i in range(5)]
+    writer = StoreWriter(tmp_path, stage="generated", settings={"prompt": "Describe.", "seed": 3})
+    writer.append(records[:3])
+    writer.append([])  # an empty chunk commits without a shard
+    writer.append(records[3:])
+    store = PairStore(tmp_path)
+    assert list(store.records()) == records  # values chosen exactly representable in float32
+    assert len(store) == 5 and len(store.shard_paths()) == 2
+    assert store.settings == {"prompt": "Describe.", "seed": 3} and store.stage == "generated"
+    assert store.table().schema.equals(SCHEMA)
+    assert store.table(["pair_id"]).column("pair_id").to_pylist() == [f"p{i}" for i in range(5)]
+
+
+def test_empty_store_reads_as_empty(tmp_path):
+    StoreWriter(tmp_path, stage="generated", settings={}).commit()
+    store = PairStore(tmp_path)
+    assert list(store.records()) == [] and store.table().num_rows == 0 and len(store) == 0
+
+
+def test_resume_requires_the_same_settings_and_stage(tmp_path):
+    StoreWriter(tmp_path, stage="generated", settings={"prompt": "a"}).append([make_record(0, None, None)])
+    with pytest.raises(ValueError, match="prompt: stored 'a', now 'b'"):
+        StoreWriter(tmp_path, stage="generated", settings={"prompt": "b"})
+    with pytest.raises(ValueError, match="'generated' store"):
+        StoreWriter(tmp_path, stage="curated", settings={"prompt": "a"})
+    assert StoreWriter(tmp_path, stage="generated", settings={"prompt": "a"}).keys() == {"p0"}
+
+
+def test_leftovers_of_a_killed_write_are_removed_on_resume(tmp_path):
+    writer = StoreWriter(tmp_path, stage="generated", settings={})
+    writer.append([make_record(0, None, None)])
+    prefix = writer.manifest["shard_prefix"]
+    # a shard renamed into place whose manifest update never happened, and a half-written temp file
+    (tmp_path / f"{prefix}-00001.parquet").write_bytes(b"not parquet")
+    (tmp_path / f".{prefix}-00002.parquet.999.tmp").write_bytes(b"half")
+    (tmp_path / "notes.txt").write_text("not ours")
+    resumed = StoreWriter(tmp_path, stage="generated", settings={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{prefix}-00000.parquet", MANIFEST, "notes.txt"])
+    resumed.append([make_record(1, None, None)])
+    assert [r.pair_id for r in PairStore(tmp_path).records()] == ["p0", "p1"]
+
+
+def test_overwrite_keeps_the_old_store_valid_until_commit(tmp_path):
+    StoreWriter(tmp_path, stage="curated", settings={"v": 1}).append([make_record(0, 0.5, 0.1)])
+    writer = StoreWriter(tmp_path, stage="curated", settings={"v": 2}, overwrite=True)
+    writer.append([make_record(1, 0.5, 0.1)], commit=False)
+    assert [r.pair_id for r in PairStore(tmp_path).records()] == ["p0"]  # old manifest still rules
+    writer.commit()
+    assert [r.pair_id for r in PairStore(tmp_path).records()] == ["p1"]
+    assert len(list(tmp_path.glob("*.parquet"))) == 1  # the replaced shard is gone
+
+
+def test_missing_or_foreign_store_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json missing"):
+        PairStore(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not a judgefree-pairs manifest"):
+        PairStore(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError):
+        StoreWriter(tmp_path / "file", stage="generated", settings={})
+
+
+def test_kept_only_needs_a_curated_store(tmp_path):
+    StoreWriter(tmp_path / "gen", stage="generated", settings={}).append([make_record(0, None, None)])
+    with pytest.raises(ValueError, match="curated store"):
+        list(PairStore(tmp_path / "gen").records(kept_only=True))
+    curated = select([make_record(i, s, 0.5) for i, s in enumerate([0.9, 0.05, 0.7])], Selection(splits=3, keep_splits=(2,)))
+    StoreWriter(tmp_path / "cur", stage="curated", settings={}).append(curated)
+    assert [r.pair_id for r in PairStore(tmp_path / "cur").records(kept_only=True)] == ["p1"]  # |0.05-0.5| largest
+
+
+def test_store_reads_without_torch(tmp_path):
+    StoreWriter(tmp_path, stage="generated", settings={}).append([make_record(0, None, None)])
+    code = ("import sys; from judgefree.store import PairStore; "
+            f"rows = list(PairStore({str(tmp_path)!r}).records()); "
+            "assert rows[0].pair_id == 'p0', rows; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.fixture
+def image_store(tmp_path, photo_dir):
+    """A curated store over real image files: pairs 0..3, the kept ones are 1 and 3."""
+    images = sorted(photo_dir.iterdir())[:4]
+    records = [make_record(i, s, 0.5) for i, s in enumerate([0.55, 0.9, 0.45, 0.1])]
+    for record, image in zip(records, images):
+        record.image = str(image)
+    curated = select(records, Selection(splits=2, keep_splits=(1,)))
+    StoreWriter(tmp_path / "store", stage="curated", settings={}).append(curated)
+    return tmp_path / "store", images
+
+
+@pytest.mark.parametrize("embed", [False, True])
+def test_export_trl_loads_with_datasets(tmp_path, image_store, embed):
+    import datasets
+
+    store, images = image_store
+    out = tmp_path / "trl" / "train.parquet"
+    assert export_trl(store, out, embed_images=embed) == 2
+    loaded = datasets.load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.column_names == ["prompt", "chosen", "rejected", "images"]
+    row = loaded[0]  # pair 1: chosen 0.9 beats rejected 0.5, no swap
+    assert row["prompt"][0]["role"] == "user"
+    assert [c["type"] for c in row["prompt"][0]["content"]] == ["image", "text"]
+    assert row["prompt"][0]["content"][1]["text"] == "Describe."
+    assert row["chosen"] == [{"role": "assistant", "content": [{"type": "text", "text": "chosen 1"}]}]
+    assert loaded[1]["chosen"][0]["content"][0]["text"] == "rejected 3"  # pair 3 was swapped
+    from PIL import Image
+
+    with Image.open(images[1]) as original:
+        assert row["images"][0].size == original.size
+
+
+def test_export_trl_standard_format_and_all_pairs(tmp_path, image_store):
+    import pyarrow.parquet as pq
+
+    store, _ = image_store
+    out = tmp_path / "all.parquet"
+    assert export_trl(store, out, kept_only=False, conversational=False) == 4
+    table = pq.read_table(out)
+    assert table.column("chosen").to_pylist() == ["chosen 0", "chosen 1", "rejected 2", "rejected 3"]
+    assert table.column("images").to_pylist()[0][0]["bytes"] is None  # paths, not embedded bytes
+
+
+def test_export_trl_of_an_empty_selection_keeps_the_schema(tmp_path):
+    import pyarrow.parquet as pq
+
+    unscored = select([make_record(0, None, None)], Selection())
+    StoreWriter(tmp_path / "store", stage="curated", settings={}).append(unscored)
+    assert export_trl(tmp_path / "store", tmp_path / "none.parquet") == 0
+    table = pq.read_table(tmp_path / "none.parquet")
+    assert table.num_rows == 0 and table.schema.names == ["prompt", "chosen", "rejected", "images"]
