@@ -8,15 +8,10 @@ once per machine.
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "build_tiny_llama": "checkpoints",
-    "build_tiny_llava": "checkpoints",
-    "demo_llava_path": "checkpoints",
-    "smollm2_path": "smollm",
-    "write_photos": "photos",
-    "write_tiny_clip": "clip",
-    "cached_folder": "cache",
-    "default_cache_dir": "cache",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "checkpoints": ("build_tiny_llama", "build_tiny_llava", "demo_llava_path"),
+    "smollm": ("smollm2_path",),
+    "photos": ("write_photos",),
+    "clip": ("write_tiny_clip",),
+    "cache": ("cached_folder", "default_cache_dir"),
+})

@@ -8,9 +8,6 @@ engine, open_clip) inside ``func``, so ``judgefree --help`` stays fast.
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "main": "main",
-    "build_parser": "main",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "main": ("main", "build_parser"),
+})

@@ -7,11 +7,8 @@ model; ``selection`` swaps, splits and keeps; ``curation`` drives it over a pair
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "ClipConfig": "clip_score",
-    "ClipScorer": "clip_score",
-    "Selection": "selection",
-    "curate_store": "curation",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "clip_score": ("ClipConfig", "ClipScorer"),
+    "selection": ("Selection",),
+    "curation": ("curate_store",),
+})

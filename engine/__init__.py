@@ -6,13 +6,8 @@ reads (Request, Completion, Pair, SamplingParams).
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "Engine": "engine",
-    "EngineConfig": "config",
-    "Completion": "types",
-    "Pair": "types",
-    "Request": "types",
-    "SamplingParams": "types",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "engine": ("Engine",),
+    "config": ("EngineConfig",),
+    "types": ("Completion", "Pair", "Request", "SamplingParams"),
+})

@@ -8,10 +8,7 @@ scores side by side. The ``judgefree eval`` command drives all three.
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "evaluate_captions": "chair",
-    "ChairReport": "chair",
-    "format_comparison": "compare",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "chair": ("evaluate_captions", "ChairReport"),
+    "compare": ("format_comparison",),
+})

@@ -7,15 +7,8 @@ runs the engine over an image folder in chunks into a pair store, resumably.
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "HDistribution": "hdist",
-    "GenerationSettings": "driver",
-    "GenerationReport": "driver",
-    "generate_store": "driver",
-    "list_images": "driver",
-    "build_pair_requests": "pairs",
-    "assemble_pairs": "pairs",
-    "derive_seed": "pairs",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "hdist": ("HDistribution",),
+    "driver": ("GenerationSettings", "GenerationReport", "generate_store", "list_images"),
+    "pairs": ("build_pair_requests", "assemble_pairs", "derive_seed"),
+})

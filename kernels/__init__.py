@@ -17,14 +17,9 @@ exists, else ``X_ref``.
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "MixSample": "mix_sample",
-    "mix_sample": "mix_sample",
-    "linear_logprobs": "linear_logprobs",
-    "store_kv": "paged_attention",
-    "paged_decode_attention": "paged_attention",
-    "paged_prefill_attention": "paged_attention",
-    "paged_attention_ops": "paged_attention",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "mix_sample": ("MixSample", "mix_sample"),
+    "linear_logprobs": ("linear_logprobs",),
+    "paged_attention": ("store_kv", "paged_decode_attention", "paged_prefill_attention",
+        "paged_attention_ops"),
+})

@@ -6,11 +6,8 @@ Readers need only pyarrow: ``PairStore(path).records()`` yields ``PairRecord``;
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "PairStore": "pair_store",
-    "StoreWriter": "pair_store",
-    "PairRecord": "records",
-    "export_trl": "export",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "pair_store": ("PairStore", "StoreWriter"),
+    "records": ("PairRecord",),
+    "export": ("export_trl",),
+})

@@ -8,6 +8,4 @@ fixtures (loaded by tests/conftest.py).
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {})

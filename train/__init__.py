@@ -8,18 +8,11 @@
 
 from judgefree._lazy import lazy_exports
 
-_EXPORTS = {
-    "DPO_LOSS_TYPES": "losses",
-    "SequenceLogprobs": "losses",
-    "dpo_loss": "losses",
-    "sequence_logprobs": "losses",
-    "TrainConfig": "config",
-    "train_dpo": "trainer",
-    "TrainResult": "trainer",
-    "dpo_step": "trainer",
-    "ResponseLogprobs": "policy",
-    "load_policy": "model",
-    "export_model": "export",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "losses": ("DPO_LOSS_TYPES", "SequenceLogprobs", "dpo_loss", "sequence_logprobs"),
+    "config": ("TrainConfig",),
+    "trainer": ("train_dpo", "TrainResult", "dpo_step"),
+    "policy": ("ResponseLogprobs",),
+    "model": ("load_policy",),
+    "export": ("export_model",),
+})

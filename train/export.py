@@ -10,7 +10,6 @@ checkpoint. Weights are saved in the compute dtype (bf16 on CUDA, fp32 on the CP
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from judgefree.io import building_folder
 from judgefree.train.config import TrainConfig
 from judgefree.train.distributed import DistContext, barrier
 from judgefree.train.model import LoadedPolicy, load_policy
@@ -58,35 +58,28 @@ def export_model(loaded: LoadedPolicy, policy: nn.Module, out: str | Path, confi
     Under FSDP2 rank 0 gathers the full state dict and rebuilds the model on the CPU to save it.
     """
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
     if ctx.distributed:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if ctx.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        if ctx.distributed:
-            from judgefree.train.policy import ResponseLogprobs
+        with building_folder(out) as tmp:
+            if ctx.distributed:
+                from judgefree.train.policy import ResponseLogprobs
 
-            cpu_config = replace(config, finetune=loaded.finetune, liger=False, gradient_checkpointing=False)
-            rebuilt = load_policy(loaded.source, cpu_config, torch.device("cpu"))
-            rebuilt.compute_dtype = loaded.compute_dtype
-            wrapper = ResponseLogprobs(rebuilt.model, rebuilt.architecture)
-            result = wrapper.load_state_dict(full, strict=False)
-            if result.unexpected_keys or result.missing_keys:  # every weight must come from training
-                raise RuntimeError(f"gathered weights do not fit the rebuilt model: unexpected "
-                                   f"{result.unexpected_keys[:4]}, missing {result.missing_keys[:4]}")
-            layout = _save(rebuilt.model, rebuilt, tmp, config.merge_lora)
-        else:
-            layout = _save(loaded.model, loaded, tmp, config.merge_lora)
-        info = {"format": layout, "source": str(loaded.source), "finetune": loaded.finetune,
-                "dtype": str(loaded.compute_dtype).removeprefix("torch."), **(summary or {})}
-        (tmp / COMPLETE).write_text(json.dumps(info, indent=1) + "\n")
-        for entry in tmp.iterdir():
-            with open(entry, "rb") as handle:
-                os.fsync(handle.fileno())
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+                cpu_config = replace(config, finetune=loaded.finetune, liger=False, gradient_checkpointing=False)
+                rebuilt = load_policy(loaded.source, cpu_config, torch.device("cpu"))
+                rebuilt.compute_dtype = loaded.compute_dtype
+                wrapper = ResponseLogprobs(rebuilt.model, rebuilt.architecture)
+                result = wrapper.load_state_dict(full, strict=False)
+                if result.unexpected_keys or result.missing_keys:  # every weight must come from training
+                    raise RuntimeError(f"gathered weights do not fit the rebuilt model: unexpected "
+                                       f"{result.unexpected_keys[:4]}, missing {result.missing_keys[:4]}")
+                layout = _save(rebuilt.model, rebuilt, tmp, config.merge_lora)
+            else:
+                layout = _save(loaded.model, loaded, tmp, config.merge_lora)
+            info = {"format": layout, "source": str(loaded.source), "finetune": loaded.finetune,
+                    "dtype": str(loaded.compute_dtype).removeprefix("torch."), **(summary or {})}
+            (tmp / COMPLETE).write_text(json.dumps(info, indent=1) + "\n")
     barrier(ctx)
     return out
