@@ -11,6 +11,7 @@ _EXPORTS = {
     "StoreWriter": "pair_store",
     "PairRecord": "records",
     "export_trl": "export",
+    "ExportReport": "export",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -72,6 +72,7 @@ def _trainer(model_dir, dataset, output_dir):
                       peft_config=lora)
 
 
+@pytest.mark.slow  # ~15 s on 2 cores: TRL builds its trainer and takes one step
 def test_trl_trains_on_exactly_the_generated_ids(tmp_path, monkeypatch, train_llava_dir, llava_records):
     import datasets
     from transformers import AutoProcessor, LlavaForConditionalGeneration
