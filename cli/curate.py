@@ -51,9 +51,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-batch", type=int, default=32, help="images per CLIP image-encoder batch")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--precision", default="auto", help="open_clip precision: fp32, fp16, bf16 (auto: fp16 on cuda)")
-    p.add_argument("--export-trl", default=None, metavar="FILE",
-                   help="also write the kept pairs as a TRL/datasets DPO Parquet file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    export = p.add_argument_group("TRL / datasets export (docs/trl_export.md)")
+    export.add_argument("--export-trl", default=None, metavar="FILE",
+                        help="also write the kept pairs as a DPO Parquet file that TRL's DPOTrainer trains on unchanged")
+    export.add_argument("--export-style", choices=("rendered", "messages"), default="rendered",
+                        help="rendered (default): prompt with the model's template and <image>, responses that "
+                        "tokenise back to exactly the generated ids; messages: conversational, not token-exact")
+    images = export.add_mutually_exclusive_group()
+    images.add_argument("--embed-images", action="store_const", const="embed", dest="export_images",
+                        help="put the image bytes in the file (it then works anywhere)")
+    images.add_argument("--absolute-image-paths", action="store_const", const="absolute", dest="export_images",
+                        help="absolute image paths (default: relative to the export file's folder)")
+    export.add_argument("--export-model", default=None, metavar="DIR",
+                        help="model folder whose tokenizer generated the pairs (default: the one the store records)")
+    export.add_argument("--export-inexact", choices=("drop", "keep", "error"), default="drop",
+                        help="a pair whose response text tokenises to other ids than generated: leave it out "
+                        "(default), keep it flagged exact=false, or stop")
+    p.set_defaults(export_images="relative")
     p.set_defaults(func=run)
 
 
@@ -62,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
     from judgefree.curate.curation import curate_store, open_source
     from judgefree.curate.selection import Selection, format_summary
 
-    open_source(args.pairs, args.out)  # a missing store or a wrong --out fails here, before CLIP loads
+    source = open_source(args.pairs, args.out)  # a missing store or a wrong --out fails here, before CLIP loads
+    if args.export_trl and args.export_style == "rendered":
+        from judgefree.store.export import export_model_folder
+
+        export_model_folder(source, args.export_model)  # and so does an export that could not run
     selection = Selection(splits=args.splits, keep_splits=args.keep, keep_diff=args.keep_diff)
     weights = None if args.clip_weights.lower() in ("", "none") else args.clip_weights
     config = ClipConfig(model=args.clip, weights=weights, kind=args.score, device=args.device,
@@ -81,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.export_trl:
         from judgefree.store.export import export_trl
 
-        rows = export_trl(report.store, args.export_trl)
-        print(f"TRL export: {rows} pairs -> {args.export_trl}")
+        exported = export_trl(report.store, args.export_trl, style=args.export_style, images=args.export_images,
+                              model=args.export_model, inexact=args.export_inexact)
+        print(exported.describe())
     return 0

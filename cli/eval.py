@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "or response, the first present)")
     chair.add_argument("--gt-cache", metavar="FILE",
                        help="JSON cache of ground-truth objects per image (speeds up reruns)")
+    _add_protocol_options(chair)
     chair.set_defaults(func=_chair)
 
     run = actions.add_parser(
@@ -57,7 +58,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--names", nargs=2, metavar=("FIRST", "SECOND"), help="column names")
     compare.add_argument("--coco-annotations", metavar="DIR", help="needed to score captions files")
     compare.add_argument("--gt-cache", metavar="FILE")
+    _add_protocol_options(compare, "when scoring captions files")
     compare.set_defaults(func=_compare)
+
+
+def _add_protocol_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    parser.add_argument("--protocol", choices=("chair", "halbench"), default="chair",
+                        help="chair (default): Rohrbach et al.'s denominators; halbench: Object HalBench's as "
+                        "RLHF-V computes published tables (responses naming an object, each object once per "
+                        f"response, its synonym table; docs/chair.md) {when}".rstrip())
+    parser.add_argument("--drop-unfinished-sentence", action="store_true",
+                        help="score a caption cut by the token limit without its unfinished last sentence "
+                        "(off by default; both numbers are reported)")
+
+
+def _metrics_line(m, label: str = "") -> str:
+    denominator = (f"{m.captions_with_objects} of {m.captions} responses name an object"
+                   if m.protocol == "halbench" else f"{m.captions} captions")
+    return (f"{label}CHAIRs {100 * m.chair_s:.1f}%  CHAIRi {100 * m.chair_i:.1f}%  recall {100 * m.recall:.1f}%"
+            f"  ({m.protocol}: {denominator}, {m.mentions} object mentions, "
+            f"{m.hallucinated_mentions} hallucinated, {m.truncated_captions} truncated)")
 
 
 def _chair(args: argparse.Namespace) -> int:
@@ -65,13 +85,18 @@ def _chair(args: argparse.Namespace) -> int:
     from judgefree.io import read_records, write_json_atomic
 
     report = evaluate_captions(read_records(args.captions, "caption"), args.coco_annotations,
-                               caption_key=args.caption_key, cache_path=args.gt_cache)
+                               caption_key=args.caption_key, cache_path=args.gt_cache, protocol=args.protocol,
+                               drop_unfinished=args.drop_unfinished_sentence)
     out = Path(args.out) if args.out else Path(args.captions).with_suffix(".chair.json")
     write_json_atomic(out, report.to_json())
     m = report.metrics
-    print(f"CHAIRs {100 * m.chair_s:.1f}%  CHAIRi {100 * m.chair_i:.1f}%  recall {100 * m.recall:.1f}%"
-          f"  ({m.captions} captions, {m.mentions} object mentions, "
-          f"{m.hallucinated_mentions} hallucinated, {m.truncated_captions} truncated)")
+    if report.whole_caption_metrics is None:
+        print(_metrics_line(m))
+    else:
+        print(_metrics_line(m, "unfinished sentences dropped: "))
+        print(_metrics_line(report.whole_caption_metrics, "whole captions:               "))
+    for note in report.notes:
+        print(f"note: {note}")
     if m.skipped_errors:
         print(f"skipped {m.skipped_errors} failed generation(s)", file=sys.stderr)
     print(f"wrote {out}")
@@ -102,7 +127,8 @@ def _compare(args: argparse.Namespace) -> int:
     from judgefree.evaluation.compare import format_comparison, load_metrics
 
     names = tuple(args.names) if args.names else (Path(args.first).stem, Path(args.second).stem)
-    first = load_metrics(args.first, args.coco_annotations, args.gt_cache)
-    second = load_metrics(args.second, args.coco_annotations, args.gt_cache)
+    options = {"protocol": args.protocol, "drop_unfinished": args.drop_unfinished_sentence}
+    first = load_metrics(args.first, args.coco_annotations, args.gt_cache, **options)
+    second = load_metrics(args.second, args.coco_annotations, args.gt_cache, **options)
     print(format_comparison(names, first, second))
     return 0

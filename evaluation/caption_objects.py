@@ -5,10 +5,12 @@ lower-case, split into words, singularise, join multi-word names (longest first)
 Singularisation uses the ``inflect`` package (maintained, pure Python, works offline)
 instead of the original's ``pattern.en``; words that belong to the vocabulary itself are left
 as they are, because a rule-based singulariser mangles some of them ("bus" -> "bu").
-The word splitter is a regular expression standing in for ``nltk.word_tokenize`` (whose
-model data cannot be downloaded here): letters/digits with inner hyphens form a word,
-clitics ("'s") and punctuation are tokens of their own, so "dog's" still names a dog and a
-comma keeps "hot, dog" from reading as "hot dog".
+Compounds of "children" ("grandchildren"), which ``inflect`` leaves alone, are singularised
+by their last part. The word splitter is a regular expression standing in for
+``nltk.word_tokenize`` (whose model data cannot be downloaded here): letters/digits with inner
+hyphens form a word, clitics ("'s" right after a word) and punctuation are tokens of their
+own, so "dog's" still names a dog, an opening quote does not stick to the next word
+("'hot dogs'" names hot dogs) and a comma keeps "hot, dog" from reading as "hot dog".
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from functools import lru_cache
 
 from judgefree.evaluation.vocabulary import CocoVocabulary
 
-_TOKEN = re.compile(r"[^\W_]+(?:-[^\W_]+)*|'[^\W_]+|[^\w\s]|_")
+# A clitic ("'s", "'re") only right after a word; elsewhere an apostrophe is an (opening) quote.
+_TOKEN = re.compile(r"[^\W_]+(?:-[^\W_]+)*|(?<=[^\W_])'[^\W_]+|[^\w\s]|_")
 # A sentence ends at . ! ? (with closing quotes/brackets) followed by white space or the end,
 # or at a line break; "3.5" and "e.g.x" do not end one.
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)|\n")
@@ -52,7 +55,11 @@ def singularize(word: str) -> str:
     if not word.isalpha():
         return word
     singular = _inflect_engine().singular_noun(word)
-    return singular if isinstance(singular, str) and singular else word
+    if isinstance(singular, str) and singular:
+        return singular
+    if word.endswith("children"):  # "grandchildren", "schoolchildren": inflect knows only "children"
+        return word[: -len("ren")]
+    return word
 
 
 def join_phrases(words: list[str], vocabulary: CocoVocabulary) -> list[str]:

@@ -16,6 +16,7 @@ ROWS: tuple[tuple[str, str, bool, bool | None], ...] = (
     ("CHAIRi (%)", "chair_i", True, True),
     ("Recall (%)", "recall", True, False),
     ("captions", "captions", False, None),
+    ("captions naming an object", "captions_with_objects", False, None),
     ("hallucinated captions", "hallucinated_captions", False, True),
     ("object mentions", "mentions", False, None),
     ("hallucinated mentions", "hallucinated_mentions", False, True),
@@ -24,9 +25,10 @@ ROWS: tuple[tuple[str, str, bool, bool | None], ...] = (
 
 
 def load_metrics(path: str | Path, annotations_dir: str | Path | None = None,
-                 cache_path: str | Path | None = None) -> dict[str, Any]:
+                 cache_path: str | Path | None = None, *, protocol: str = "chair",
+                 drop_unfinished: bool = False) -> dict[str, Any]:
     """Metrics from a CHAIR result JSON (``eval chair --out``), or computed from a captions
-    file when ``annotations_dir`` is given."""
+    file when ``annotations_dir`` is given (with ``protocol`` and ``drop_unfinished``)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"results file not found: {file}")
@@ -39,12 +41,20 @@ def load_metrics(path: str | Path, annotations_dir: str | Path | None = None,
     if annotations_dir is None:
         raise ValueError(f"{file} is not a CHAIR result (no 'metrics'); to score a captions file "
                          "pass --coco-annotations DIR")
-    report = evaluate_captions(read_records(file, "caption"), annotations_dir, cache_path=cache_path)
+    report = evaluate_captions(read_records(file, "caption"), annotations_dir, cache_path=cache_path,
+                               protocol=protocol, drop_unfinished=drop_unfinished)
     return asdict(report.metrics)
 
 
 def format_comparison(names: tuple[str, str], first: dict[str, Any], second: dict[str, Any]) -> str:
-    """A plain-text table: one row per metric, the two models and the change (second - first)."""
+    """A plain-text table: one row per metric, the two models and the change (second - first).
+    Results of different protocols (or one with unfinished sentences dropped, one without)
+    are not comparable: ValueError."""
+    for key, default in (("protocol", "chair"), ("unfinished_dropped", False)):
+        a, b = first.get(key, default), second.get(key, default)
+        if a != b:
+            raise ValueError(f"the two results differ in {key} ({names[0]}: {a}, {names[1]}: {b}); "
+                             "score both the same way")
     header = ("metric", names[0], names[1], "change")
     rows = [header]
     for label, key, percent, lower_is_better in ROWS:

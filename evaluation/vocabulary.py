@@ -3,6 +3,7 @@ phrases that are matched before single words (Rohrbach et al., 2018).
 
 The synonym table ships with the package (``data/chair_synonyms.txt``, BSD-2-Clause, see
 ``data/CHAIR_LICENSE.txt``). The phrase rules are those of the original ``chair.py``.
+``load_vocabulary(refined=True)`` is the table Object HalBench (RLHF-V) uses: docs/chair.md.
 """
 
 from __future__ import annotations
@@ -75,7 +76,20 @@ def build_phrases(synonym_to_class: dict[str, str]) -> dict[tuple[str, ...], str
 
 
 def vocabulary_from_text(text: str) -> CocoVocabulary:
-    synonym_to_class, classes = parse_synonym_table(text)
+    return _vocabulary(*parse_synonym_table(text))
+
+
+def with_synonyms(vocabulary: CocoVocabulary, extra: dict[str, str]) -> CocoVocabulary:
+    """``vocabulary`` with more synonyms (synonym -> an existing class)."""
+    unknown = sorted(cls for cls in extra.values() if cls not in vocabulary.classes)
+    if unknown:
+        raise ValueError(f"extra synonyms name classes the vocabulary lacks: {', '.join(unknown)}")
+    merged = dict(vocabulary.synonym_to_class)
+    merged.update({" ".join(name.lower().split()): cls for name, cls in extra.items()})
+    return _vocabulary(merged, vocabulary.classes)
+
+
+def _vocabulary(synonym_to_class: dict[str, str], classes: tuple[str, ...]) -> CocoVocabulary:
     phrases = build_phrases(synonym_to_class)
     protected = {w for name in synonym_to_class for w in name.split()}
     protected.update(w for phrase in phrases for w in phrase)
@@ -83,9 +97,18 @@ def vocabulary_from_text(text: str) -> CocoVocabulary:
     return CocoVocabulary(synonym_to_class, phrases, classes, frozenset(protected), longest)
 
 
+# Object HalBench's "refined" table (RLHF-V, eval/data/synonyms_refine.txt) is the CHAIR table
+# with these four synonyms added; nothing else differs (compared line by line).
+HALBENCH_EXTRA_SYNONYMS = {"brother": "person", "pedestrian": "person", "coffee table": "dining table",
+                           "remote control": "remote"}
+
+
 @lru_cache(maxsize=4)
-def load_vocabulary(path: str | None = None) -> CocoVocabulary:
-    """The shipped CHAIR vocabulary, or one read from ``path`` (same format)."""
+def load_vocabulary(path: str | None = None, refined: bool = False) -> CocoVocabulary:
+    """The shipped CHAIR vocabulary, or one read from ``path`` (same format); ``refined`` adds
+    Object HalBench's extra synonyms."""
+    if refined:
+        return with_synonyms(load_vocabulary(path), HALBENCH_EXTRA_SYNONYMS)
     if path is None:
         text = resources.files("judgefree.evaluation").joinpath("data/chair_synonyms.txt").read_text(
             encoding="utf-8"

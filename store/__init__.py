@@ -9,5 +9,5 @@ from judgefree._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "pair_store": ("PairStore", "StoreWriter"),
     "records": ("PairRecord",),
-    "export": ("export_trl",),
+    "export": ("export_trl", "ExportReport"),
 })

@@ -48,10 +48,11 @@ def _curate(setup, out, *extra):
 def test_curate_writes_store_summary_histogram_and_trl_export(setup, tmp_path, capsys):
     out = tmp_path / "curated"
     trl = tmp_path / "trl.parquet"
-    assert _curate(setup, out, "--splits", "5", "--keep", "3,4", "--score", "cosine", "--export-trl", str(trl)) == 0
+    assert _curate(setup, out, "--splits", "5", "--keep", "3,4", "--score", "cosine", "--export-trl", str(trl),
+                   "--export-style", "messages", "--embed-images") == 0  # the fake engine's ids have no tokenizer
     printed = capsys.readouterr().out
     assert "pairs 5: scored 5, unscored 0" in printed and "kept 2" in printed and "split  4:" in printed
-    assert f"TRL export: 2 pairs -> {trl}" in printed
+    assert f"TRL export: 2 pairs -> {trl} (messages, not token-exact" in printed and "images embedded" in printed
     store = PairStore(out)
     assert store.settings["clip"]["kind"] == "cosine" and store.settings["selection"]["keep_splits"] == [3, 4]
     kept = list(store.records(kept_only=True))
@@ -59,7 +60,15 @@ def test_curate_writes_store_summary_histogram_and_trl_export(setup, tmp_path, c
     assert (out / "histogram.png").is_file()
     import pyarrow.parquet as pq
 
-    assert pq.read_table(trl).num_rows == 2
+    table = pq.read_table(trl)
+    assert table.num_rows == 2 and all(image[0]["bytes"] for image in table.column("images").to_pylist())
+
+
+def test_a_rendered_export_without_its_model_fails_before_scoring(setup, tmp_path, capsys):
+    # the fake store records model "fake": no tokenizer to render with, so nothing is scored
+    assert _curate(setup, tmp_path / "out", "--export-trl", str(tmp_path / "trl.parquet")) == 2
+    assert "model folder fake (the tokenizer of the rendered export) not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("extra, message", [

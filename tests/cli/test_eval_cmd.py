@@ -55,12 +55,36 @@ def test_chair_prints_metrics_and_writes_detail(coco, tmp_path, capsys):
     ])
     assert cli.main(["eval", "chair", "--captions", str(captions), "--coco-annotations", str(coco)]) == 0
     out = capsys.readouterr().out
-    # mentions: man, dog, cat | kitten (the truncated "A dog bar" is dropped): 4, 1 hallucinated
-    assert "CHAIRs 50.0%  CHAIRi 25.0%  recall 100.0%" in out
-    assert "4 object mentions, 1 hallucinated, 1 truncated" in out
+    # mentions: man, dog, cat | kitten, dog (whole captions, the default): 5, 2 hallucinated
+    assert "CHAIRs 100.0%  CHAIRi 40.0%  recall 100.0%" in out
+    assert "(chair: 2 captions, 5 object mentions, 2 hallucinated, 1 truncated)" in out and "note:" not in out
     result = json.loads((tmp_path / "seed.chair.json").read_text())
-    assert result["metrics"]["hallucinated_mentions"] == 1
+    assert result["metrics"]["hallucinated_mentions"] == 2
     assert result["captions"][0]["hallucinated"] == [["cat", "cat"]]
+    # the option drops the truncated "A dog bar" and reports both: 4 mentions, 1 hallucinated
+    assert cli.main(["eval", "chair", "--captions", str(captions), "--coco-annotations", str(coco),
+                     "--drop-unfinished-sentence"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("unfinished sentences dropped: CHAIRs 50.0%  CHAIRi 25.0%  recall 100.0%")
+    assert lines[1].startswith("whole captions:               CHAIRs 100.0%  CHAIRi 40.0%")
+    result = json.loads((tmp_path / "seed.chair.json").read_text())
+    assert result["metrics"]["hallucinated_mentions"] == 1 and result["metrics_whole_captions"]["chair_s"] == 1.0
+
+
+def test_chair_halbench_protocol_says_what_it_cannot_do(coco, tmp_path, capsys):
+    captions = write_jsonl(tmp_path / "seed.jsonl", [
+        {"question_id": 1, "image_id": 1, "caption": "A man with two dogs and another dog."},
+        {"question_id": 2, "image_id": 2, "caption": "An empty room with white walls."},
+    ])
+    assert cli.main(["eval", "chair", "--captions", str(captions), "--coco-annotations", str(coco),
+                     "--protocol", "halbench"]) == 0
+    out = capsys.readouterr().out
+    # response 1: man, dog (once); response 2 names no object and is not in the CHAIRs denominator
+    assert "CHAIRs 0.0%  CHAIRi 0.0%  recall 66.7%" in out
+    assert "(halbench: 1 of 2 responses name an object, 2 object mentions" in out
+    assert "note: protocol halbench: RLHF-V's Object HalBench extracts each response's objects with GPT-3.5, " \
+        "which cannot run offline" in out
+    assert json.loads((tmp_path / "seed.chair.json").read_text())["notes"][0].startswith("protocol halbench")
 
 
 def test_chair_bad_input_is_one_line_exit_2(coco, tmp_path, capsys):
@@ -130,6 +154,16 @@ def test_compare_results_and_captions_side_by_side(coco, tmp_path, capsys):
     assert rows["CHAIRi (%)"] == ["40.0", "0.0", "-40.0 (better)"]
     assert rows["Recall (%)"] == ["100.0", "100.0", "+0.0"]
     assert rows["object mentions"] == ["5", "3", "-2"]
+
+
+def test_compare_refuses_results_of_different_protocols(coco, tmp_path, capsys):
+    seed = write_jsonl(tmp_path / "seed.jsonl", [{"image_id": 1, "caption": "A man and a dog."}])
+    assert cli.main(["eval", "chair", "--captions", str(seed), "--coco-annotations", str(coco)]) == 0
+    assert cli.main(["eval", "chair", "--captions", str(seed), "--coco-annotations", str(coco),
+                     "--protocol", "halbench", "--out", str(tmp_path / "hb.json")]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "compare", str(tmp_path / "seed.chair.json"), str(tmp_path / "hb.json")]) == 2
+    assert "differ in protocol (seed.chair: chair, hb: halbench)" in capsys.readouterr().err
 
 
 def test_compare_captions_without_annotations_is_an_error(tmp_path, capsys):

@@ -74,9 +74,13 @@ def test_curate_then_evaluate(llava_dir, photo_dir, tmp_path, capsys):
     assert cli.main(["generate", "--model", str(llava_dir), "--images", str(photo_dir), "--out", str(store),
                      "--max-new-tokens", "6", "--dtype", "float32", "--device", "cpu", "--no-progress"]) == 0
     config, weights = write_test_clip(tmp_path / "clip")
+    trl = tmp_path / "trl" / "train.parquet"
     assert cli.main(["curate", "--pairs", str(store), "--clip", str(config), "--clip-weights", str(weights),
-                     "--splits", "3", "--keep", "1", "--out", str(curated)]) == 0
-    capsys.readouterr()
+                     "--splits", "3", "--keep", "1", "--out", str(curated), "--export-trl", str(trl),
+                     "--export-inexact", "keep"]) == 0
+    # rendered with the tokenizer of the model the store records; image paths relative to trl/
+    assert f"TRL export: 1 pairs -> {trl} (rendered, token-exact; image paths relative to {trl.parent})" \
+        in capsys.readouterr().out
     records = list(PairStore(curated).records())
     assert len(records) == 3 and sorted(r.split for r in records) == [0, 1, 2]
     kept = [r for r in records if r.kept]

@@ -1,5 +1,6 @@
-"""Sentence and sub-sentence splitting (curate/sentences.py) on hard cases, and the 77-token
-bound measured with open_clip's real CLIP tokenizer."""
+"""Sentence and sub-sentence splitting (curate/sentences.py: pysbd plus our model-output rules)
+on hard cases and a Golden Rules subset, and the 77-token bound measured with open_clip's
+real CLIP tokenizer."""
 
 from __future__ import annotations
 
@@ -40,6 +41,48 @@ from judgefree.curate.sentences import segments, split_sentences, split_to_fit
     ],
 )
 def test_split_sentences_hard_cases(text, expected):
+    assert split_sentences(text) == expected
+
+
+# A subset of the Golden Rules of the Pragmatic Segmenter (English), as pySBD's test suite
+# carries them (MIT; full set, source and license: bench/data/golden_rules_en.json and
+# GOLDEN_RULES_LICENSE.txt). List items lose their markers here, as model output's do.
+GOLDEN_RULES_SUBSET = [
+    ("Please turn to p. 55.", ["Please turn to p. 55."]),
+    ("I work for the U.S. Government in Virginia.", ["I work for the U.S. Government in Virginia."]),
+    ("I live in the U.S. How about you?", ["I live in the U.S.", "How about you?"]),
+    ("She has $100.00. It is in her bag.", ["She has $100.00.", "It is in her bag."]),
+    ("Her email is Jane.Doe@example.com. I sent her an email.", ["Her email is Jane.Doe@example.com.",
+                                                                 "I sent her an email."]),
+    ('She turned to him, "This is great." She held the book out to show him.',
+     ['She turned to him, "This is great."', "She held the book out to show him."]),
+    ("Hello!? Is that you?", ["Hello!?", "Is that you?"]),
+    ("We make a good team, you and I. Did you see Albert I. Jones yesterday?",
+     ["We make a good team, you and I.", "Did you see Albert I. Jones yesterday?"]),
+    ("1.) The first item. 2.) The second item.", ["The first item.", "The second item."]),
+    ("1) The first item 2) The second item", ["The first item", "The second item"]),
+    ("a. The first item b. The second item c. The third list item",
+     ["The first item", "The second item", "The third list item"]),
+    ("I never meant that.... She left the store.", ["I never meant that....", "She left the store."]),
+    ("I wasn\u2019t really ... well, what I mean...see . . . what I'm saying, the thing is . . . I didn\u2019t mean it.",
+     ["I wasn\u2019t really ... well, what I mean...see . . . what I'm saying, the thing is . . . I didn\u2019t mean it."]),
+]
+
+
+@pytest.mark.parametrize("text, expected", GOLDEN_RULES_SUBSET)
+def test_golden_rules_subset(text, expected):
+    assert split_sentences(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a cut with no space at it is no boundary: a query string, an ellipsis run into a word
+    ("See https://example.org/a/b?c=d for it. Next.", ["See https://example.org/a/b?c=d for it.", "Next."]),
+    ("It was OK...fine. Then rain.", ["It was OK...fine.", "Then rain."]),
+    # abbreviations of descriptions that pysbd's English list lacks
+    ("He is ca. 2 m tall. Approx. half of it is red, cf. the left side.",
+     ["He is ca. 2 m tall.", "Approx. half of it is red, cf. the left side."]),
+])
+def test_model_output_rules_on_top_of_pysbd(text, expected):
     assert split_sentences(text) == expected
 
 

@@ -23,10 +23,18 @@ def test_tokenize_splits_clitics_and_punctuation_keeps_hyphenated_words():
         "the", "dog", "'s", "bone", ",", "hot-dog", ";", "3", ".", "5", "cats", "!"]
 
 
+def test_an_opening_quote_does_not_stick_to_the_next_word():
+    assert tokenize("'hot dogs' and the dogs' bowls") == ["'", "hot", "dogs", "'", "and", "the", "dogs", "'", "bowls"]
+    # 'hot dogs' are hot dogs, not a dog (a hallucination in an image without dogs)
+    assert objects("He sells 'hot dogs' and 'teddy bears'.") == [
+        ("hot dog", "hot dog"), ("teddy bear", "teddy bear")]
+
+
 @pytest.mark.parametrize("plural, singular", [
     ("dogs", "dog"), ("knives", "knife"), ("women", "woman"), ("geese", "goose"),
     ("mice", "mouse"), ("ponies", "pony"), ("buses", "bus"), ("glasses", "glass"),
     ("sheep", "sheep"), ("dog", "dog"), ("the", "the"), ("3", "3"),
+    ("grandchildren", "grandchild"), ("schoolchildren", "schoolchild"), ("children", "child"),
 ])
 def test_singularize(plural, singular):
     assert singularize(plural) == singular
@@ -36,6 +44,10 @@ def test_plurals_and_irregular_plurals_map_to_their_class():
     assert objects("Children, women and geese near three knives and mice.") == [
         ("children", "person"), ("woman", "person"), ("goose", "bird"), ("knife", "knife"),
         ("mouse", "mouse")]
+
+
+def test_grandchildren_are_people():
+    assert objects("Grandchildren hug their grandchild.") == [("grandchild", "person"), ("grandchild", "person")]
 
 
 def test_vocabulary_words_are_not_singularised():

@@ -68,3 +68,12 @@ def test_custom_table_path(tmp_path):
     path = tmp_path / "table.txt"
     path.write_text("cat, kitty\n")
     assert load_vocabulary(str(path)).class_of("kitty") == "cat"
+
+
+def test_refined_table_adds_object_halbench_synonyms():
+    plain, refined = load_vocabulary(), load_vocabulary(refined=True)
+    added = {"brother": "person", "pedestrian": "person", "coffee table": "dining table", "remote control": "remote"}
+    assert {k: refined.class_of(k) for k in added} == added
+    assert all(plain.class_of(k) is None for k in added)
+    assert set(refined.synonym_to_class) - set(plain.synonym_to_class) == set(added)
+    assert refined.phrases[("coffee", "table")] == "coffee table" and refined.classes == plain.classes

@@ -1,5 +1,5 @@
 """The pair store (curate/store.py): round trip, atomic commits, leftovers of killed writes,
-settings guard, reading without torch, and the TRL / datasets export."""
+settings guard, reading without torch. The TRL / datasets export: test_trl_export.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 import pytest
 from judgefree.testing.material import make_record
 
-from judgefree.store.export import export_trl
 from judgefree.store.records import SCHEMA
 from judgefree.curate.selection import Selection, select
 from judgefree.store.pair_store import MANIFEST, PairStore, StoreWriter
@@ -95,57 +94,3 @@ def test_store_reads_without_torch(tmp_path):
             f"rows = list(PairStore({str(tmp_path)!r}).records()); "
             "assert rows[0].pair_id == 'p0', rows; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
-@pytest.fixture
-def image_store(tmp_path, photo_dir):
-    """A curated store over real image files: pairs 0..3, the kept ones are 1 and 3."""
-    images = sorted(photo_dir.iterdir())[:4]
-    records = [make_record(i, s, 0.5) for i, s in enumerate([0.55, 0.9, 0.45, 0.1])]
-    for record, image in zip(records, images):
-        record.image = str(image)
-    curated = select(records, Selection(splits=2, keep_splits=(1,)))
-    StoreWriter(tmp_path / "store", stage="curated", settings={}).append(curated)
-    return tmp_path / "store", images
-
-
-@pytest.mark.parametrize("embed", [False, True])
-def test_export_trl_loads_with_datasets(tmp_path, image_store, embed):
-    import datasets
-
-    store, images = image_store
-    out = tmp_path / "trl" / "train.parquet"
-    assert export_trl(store, out, embed_images=embed) == 2
-    loaded = datasets.load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
-    assert loaded.column_names == ["prompt", "chosen", "rejected", "images"]
-    row = loaded[0]  # pair 1: chosen 0.9 beats rejected 0.5, no swap
-    assert row["prompt"][0]["role"] == "user"
-    assert [c["type"] for c in row["prompt"][0]["content"]] == ["image", "text"]
-    assert row["prompt"][0]["content"][1]["text"] == "Describe."
-    assert row["chosen"] == [{"role": "assistant", "content": [{"type": "text", "text": "chosen 1"}]}]
-    assert loaded[1]["chosen"][0]["content"][0]["text"] == "rejected 3"  # pair 3 was swapped
-    from PIL import Image
-
-    with Image.open(images[1]) as original:
-        assert row["images"][0].size == original.size
-
-
-def test_export_trl_standard_format_and_all_pairs(tmp_path, image_store):
-    import pyarrow.parquet as pq
-
-    store, _ = image_store
-    out = tmp_path / "all.parquet"
-    assert export_trl(store, out, kept_only=False, conversational=False) == 4
-    table = pq.read_table(out)
-    assert table.column("chosen").to_pylist() == ["chosen 0", "chosen 1", "rejected 2", "rejected 3"]
-    assert table.column("images").to_pylist()[0][0]["bytes"] is None  # paths, not embedded bytes
-
-
-def test_export_trl_of_an_empty_selection_keeps_the_schema(tmp_path):
-    import pyarrow.parquet as pq
-
-    unscored = select([make_record(0, None, None)], Selection())
-    StoreWriter(tmp_path / "store", stage="curated", settings={}).append(unscored)
-    assert export_trl(tmp_path / "store", tmp_path / "none.parquet") == 0
-    table = pq.read_table(tmp_path / "none.parquet")
-    assert table.num_rows == 0 and table.schema.names == ["prompt", "chosen", "rejected", "images"]
