@@ -158,7 +158,7 @@ def _config_label(fn, signature: dict, constexprs: dict, attrs: dict, options) -
     dtypes = sorted({t[1:] for t in signature.values() if isinstance(t, str) and t.startswith("*")})
     ints = [n for n, t in signature.items() if t in ("i32", "i64")]
     divisible = [names[i] for (i, *_), a in attrs.items() if a and names[i] in ints]
-    ones = [names[i] for (i, *_), v in constexprs.items() if fn.params[i].is_constexpr is False and v == 1]
+    ones = [names[i] for (i, *_), v in constexprs.items() if not fn.params[i].is_constexpr and v == 1]
     parts = [" ".join(consts), "ptrs " + "/".join(dtypes)]
     if divisible:
         parts.append("div16 " + ",".join(divisible))
