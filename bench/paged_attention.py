@@ -2,7 +2,7 @@
 flash-attn when installed), all measured in the same run.
 
     python bench/paged_attention.py [--out bench/results/paged_attention_h100.md]
-    python bench/paged_attention.py --compile-check   # no GPU needed: build the kernels for sm_90
+    (what the compiler makes of the kernels, without a GPU: bench/kernel_report.py)
 
 On a GPU: LLaVA-7B shapes (32 heads x 128, bf16, block 16, context 700 = 576 image tokens +
 prompt + response), B in {1, 16, 64, 256}; each call is captured in a CUDA graph (as the engine
@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import torch
 from _timing import copy_bandwidth_gbs, device_name, time_us, write_atomic
 
-COMPILE_CHECK = "--compile-check" in sys.argv
-if not torch.cuda.is_available() and not COMPILE_CHECK:  # compiling for a GPU needs the real JIT
+if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from judgefree.kernels.paged_attention import paged_decode_attention  # noqa: E402
@@ -123,40 +121,10 @@ def run(args) -> list[str]:
     return lines
 
 
-def compile_check(arch: int = 90) -> None:
-    """Compile each kernel (bf16, LLaVA-7B / SmolLM2 shapes) for ``arch`` and print shared
-    memory, local-memory traffic and the MMA used: what the interpreter cannot show."""
-    from judgefree.kernels import paged_attention_triton as kernels
-    from judgefree.kernels._aot import compile_for_gpu, signature
-
-    pointers = dict(q_ptr="*bf16", k_cache_ptr="*bf16", v_cache_ptr="*bf16", out_ptr="*bf16", k_ptr="*bf16",
-                    v_ptr="*bf16", block_tables_ptr="*i32", context_lens_ptr="*i32", cu_seqlens_ptr="*i32",
-                    part_out_ptr="*fp32", part_lse_ptr="*fp32", slot_ptr="*i64")
-
-    def build(name, consts, stages=2):
-        kernel = getattr(kernels, name)
-        types = signature(kernel, consts, pointers, floats=("scale_log2e",))
-        return compile_for_gpu(kernel, types, consts, arch=arch, num_warps=4, num_stages=stages)
-
-    common = dict(FP32_DOT=False, DOT_PRECISION="tf32", KV_BLOCK_SIZE=16)
-    for group, head_dim, splits in ((1, 128, 1), (1, 128, 8), (3, 64, 1)):
-        consts = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_G=16, BLOCK_D=head_dim, BLOCK_N=64, NUM_SPLITS=splits, **common)
-        print(f"decode group={group} head_dim={head_dim} splits={splits}:", build("_decode_kernel", consts))
-    print("decode reduce:", build("_decode_reduce_kernel", dict(HEAD_DIM=128, BLOCK_D=128, NUM_SPLITS=6, BLOCK_S=8), 1))
-    consts = dict(GROUP=1, HEAD_DIM=128, BLOCK_D=128, BLOCK_M=64, BLOCK_N=64, **common)
-    print("prefill head_dim=128:", build("_prefill_kernel", consts))
-    consts = dict(NUM_KV_HEADS=32, HEAD_DIM=128, BLOCK_H=32, BLOCK_D=128, KV_BLOCK_SIZE=16)
-    print("store_kv:", build("_store_kv_kernel", consts, 1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the table (markdown) to this file")
-    parser.add_argument("--compile-check", action="store_true", help="only compile the kernels for sm_90 (no GPU needed)")
     args = parser.parse_args()
-    if args.compile_check:
-        compile_check()
-        return
     lines = run(args)
     print("\n".join(lines))
     if args.out:

@@ -283,3 +283,38 @@ def linear_logprobs_triton(
     if config is None:
         config = default_config(hidden.shape[0], weight.shape[0], hidden.shape[1])
     return LinearLogprobsTriton.apply(hidden, weight, targets.contiguous(), ignore_index, config)
+
+
+# CTAs per SM the GPU tiles are designed for: one 128 x 128 tile per SM, 8 warps (two warpgroups).
+DESIGN_CTAS_PER_SM = 1
+
+
+def build_cases():
+    """The shipped configs at the product's shapes, for ``judgefree.kernels._build``: forward
+    and backward (with the weight gradient, and frozen as under LoRA) for every model's
+    lm_head, bf16 and fp16, with a DPO batch of 8192 response tokens and one of 6001."""
+    from judgefree.kernels._build import LaunchCase
+    from judgefree.kernels._product_shapes import DPO_TOKENS, DTYPES, MODELS
+
+    def launch(tokens, hidden_size, vocab, dtype, train_weight):
+        def call():  # the autograd Function's forward and backward (a fake device has no autograd engine)
+            from types import SimpleNamespace
+
+            dt = getattr(torch, dtype)
+            hidden = torch.empty(tokens, hidden_size, dtype=dt, device="cuda")
+            weight = torch.empty(vocab, hidden_size, dtype=dt, device="cuda")
+            targets = torch.zeros(tokens, dtype=torch.int64, device="cuda")
+            ctx = SimpleNamespace(needs_input_grad=(True, train_weight, False, False, False))
+            ctx.save_for_backward = lambda *saved: setattr(ctx, "saved_tensors", saved)
+            config = default_config(tokens, vocab, hidden_size)
+            out = LinearLogprobsTriton.forward(ctx, hidden, weight, targets, -100, config)
+            LinearLogprobsTriton.backward(ctx, torch.ones_like(out))
+        return call
+
+    shapes = sorted({(m.hidden, m.vocab) for m in MODELS})
+    names = {(m.hidden, m.vocab): m.name for m in MODELS}
+    return [LaunchCase(f"linear_logprobs {names[h, v]} N={n} {dtype} {'weight grad' if w else 'frozen weight'}",
+                       launch(n, h, v, dtype, w),
+                       {"_forward_kernel": DESIGN_CTAS_PER_SM, "_backward_kernel": DESIGN_CTAS_PER_SM},
+                       dict(op="linear_logprobs", tokens=n, hidden=h, vocab=v, dtype=dtype, weight_grad=w))
+            for dtype in DTYPES for h, v in shapes for n in DPO_TOKENS for w in (True, False)]

@@ -29,9 +29,12 @@ from judgefree.kernels.mix_sample_ref import (
 )
 
 NUM_PIVOTS = 16
-# GPU launch configuration: streaming passes move 4096-token blocks; the search works on
-# [NUM_PIVOTS, 1024] tiles, small enough to stay in registers with 8 warps.
-GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 4096, 1024, 8
+# GPU launch configuration: streaming passes move 2048-token blocks, the search works on
+# [NUM_PIVOTS, 512] tiles, 4 warps. Built for sm_90a (bench/kernel_report.py) this is the
+# setting with 0 spill bytes in every build and >= 3 CTAs per SM; 4096 / 1024 / 8 warps
+# spilled 60 B (bf16) or ran 1 CTA per SM (150-163 registers), and 512-wide search tiles
+# with 8 warps cost 1.5x the search's instructions per token.
+GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 2048, 512, 4
 MAX_SEARCH_PASSES = 40  # a safety cap: a valid row needs at most ceil(31 / log2(NUM_PIVOTS)) passes
 # The bad-input flag bits, as compile-time constants the kernel can read.
 _C_NONFINITE = tl.constexpr(FLAG_C_NONFINITE)
@@ -287,3 +290,34 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         MAX_PASSES=MAX_SEARCH_PASSES, num_warps=num_warps,
     )
     return tokens, logprobs, cond, flags
+
+
+# CTAs per SM the launch configuration is designed for: 256 rows (128 responses, two paths)
+# over 132 SMs are one wave only with two rows in flight per SM.
+DESIGN_CTAS_PER_SM = 2
+
+
+def build_cases():
+    """The shipped configs at the product's shapes, for ``judgefree.kernels._build``: every
+    vocabulary and dtype, a batch of 1 to 256 rows, with both paths, the conditional path
+    alone (no response uses h > 0) and with contrast rows."""
+    from judgefree.kernels._build import LaunchCase
+    from judgefree.kernels._product_shapes import DTYPES, SAMPLE_BATCHES, vocabularies
+
+    def launch(batch, vocab, dtype, mode):
+        def call():
+            dt = getattr(torch, dtype)
+            logits_c = torch.empty(batch, vocab, dtype=dt, device="cuda")
+            logits = torch.empty(2 * batch, vocab, dtype=dt, device="cuda")  # the engine's [c; u] rows
+            logits_c, logits_u = (logits[:batch], logits[batch:]) if mode != "cond" else (logits_c, None)
+            rows = lambda dtype: torch.empty(batch, dtype=dtype, device="cuda")  # noqa: E731
+            mix_sample_triton(logits_c, logits_u, rows(torch.float32), rows(torch.float32), rows(torch.int32),
+                              rows(torch.float32), rows(torch.int64), rows(torch.int32), rows(torch.bool),
+                              rows(torch.float32), has_contrast=mode == "contrast")
+        return call
+
+    return [LaunchCase(f"mix_sample {mode} B={b} V={v} {dtype}", launch(b, v, dtype, mode),
+                       {"_mix_sample_kernel": DESIGN_CTAS_PER_SM},
+                       dict(op="mix_sample", batch=b, vocab=v, dtype=dtype, mode=mode))
+            for dtype in DTYPES for mode in ("mix", "cond", "contrast") for v in vocabularies()
+            for b in SAMPLE_BATCHES]

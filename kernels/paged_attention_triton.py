@@ -321,3 +321,74 @@ def paged_prefill_attention_triton(
         num_warps=4, num_stages=2,
     )
     return out
+
+
+# CTAs per SM each kernel's launch is designed for: decode aims at about two programs per SM
+# (``choose_num_splits``); a prefill tile and the small kernels at least two as well.
+DESIGN_CTAS_PER_SM = {"_decode_kernel": 2, "_decode_reduce_kernel": 2, "_prefill_kernel": 2, "_store_kv_kernel": 2}
+
+
+def build_cases():
+    """The shipped configs at the product's shapes, for ``judgefree.kernels._build``: every
+    model's attention heads, bf16 and fp16, a 700-token context (LLaVA-1.5: 576 image tokens +
+    prompt + response) in 16-token blocks; decode at batch 1 to 256 both as the CUDA graphs
+    run it (block tables max_model_len / block_size wide) and eagerly (as wide as the
+    longest context), which changes the split count and the table stride's specialisation;
+    prefill of one sequence and of several; store_kv."""
+    from judgefree.kernels._build import LaunchCase
+    from judgefree.kernels._product_shapes import (CONTEXT, DECODE_BATCHES, DTYPES, KV_BLOCK_SIZE,
+                                                   MAX_MODEL_LEN, MODELS)
+
+    def cache(model, dt, batch):
+        blocks = batch * -(-CONTEXT // KV_BLOCK_SIZE)
+        shape = (blocks, KV_BLOCK_SIZE, model.kv_heads, model.head_dim)
+        return torch.empty(shape, dtype=dt, device="cuda"), torch.empty(shape, dtype=dt, device="cuda")
+
+    def decode(model, dtype, batch, width):
+        def call():
+            dt = getattr(torch, dtype)
+            k_cache, v_cache = cache(model, dt, batch)
+            q = torch.empty(batch, model.q_heads, model.head_dim, dtype=dt, device="cuda")
+            tables = torch.zeros(max(batch, 1), width, dtype=torch.int32, device="cuda")[:batch]
+            lens = torch.full((batch,), CONTEXT, dtype=torch.int32, device="cuda")
+            paged_decode_attention_triton(q, k_cache, v_cache, tables, lens, model.head_dim ** -0.5)
+        return call
+
+    def prefill(model, dtype, seqs):
+        def call():
+            dt = getattr(torch, dtype)
+            k_cache, v_cache = cache(model, dt, seqs)
+            q = torch.empty(seqs * CONTEXT, model.q_heads, model.head_dim, dtype=dt, device="cuda")
+            width = -(-CONTEXT // KV_BLOCK_SIZE)
+            tables = torch.zeros(seqs, width, dtype=torch.int32, device="cuda")
+            cu = torch.zeros(seqs + 1, dtype=torch.int32, device="cuda")
+            lens = torch.full((seqs,), CONTEXT, dtype=torch.int32, device="cuda")
+            paged_prefill_attention_triton(q, k_cache, v_cache, tables, cu, lens, model.head_dim ** -0.5)
+            k = torch.empty(seqs * CONTEXT, model.kv_heads, model.head_dim, dtype=dt, device="cuda")
+            slots = torch.zeros(seqs * CONTEXT, dtype=torch.int64, device="cuda")
+            store_kv_triton(k, k, k_cache, v_cache, slots)
+        return call
+
+    # Every model's attention heads in bf16 (LLaVA-1.5 also in fp16, its release dtype); the
+    # full batch sweep and the eager tables at the LLaVA-7B shapes of the roofline.
+    primary = MODELS[0]
+    heads = list({(m.q_heads, m.kv_heads, m.head_dim): m for m in reversed(MODELS)}.values())[::-1]  # first of each
+    cases = []
+    for model in heads:
+        for dtype in DTYPES if model.name.startswith("LLaVA") else DTYPES[:1]:
+            full = model is primary
+            shape = dict(q_heads=model.q_heads, kv_heads=model.kv_heads, head_dim=model.head_dim, dtype=dtype,
+                         context=CONTEXT, model=model.name)
+            modes = [("graph", MAX_MODEL_LEN // KV_BLOCK_SIZE)]
+            if full and dtype == DTYPES[0]:
+                modes.append(("eager", -(-CONTEXT // KV_BLOCK_SIZE)))
+            for batch in DECODE_BATCHES if full else (DECODE_BATCHES[0], DECODE_BATCHES[2]):
+                for mode, width in modes:
+                    cases.append(LaunchCase(f"paged decode ({mode}) {model.name} B={batch} {dtype}",
+                                            decode(model, dtype, batch, width), DESIGN_CTAS_PER_SM,
+                                            dict(shape, op="paged_decode", batch=batch, table_width=width)))
+            for seqs in (1, 8, 16) if full else (1, 16):
+                cases.append(LaunchCase(f"paged prefill {model.name} {seqs} x {CONTEXT} tokens {dtype}",
+                                        prefill(model, dtype, seqs), DESIGN_CTAS_PER_SM,
+                                        dict(shape, op="paged_prefill", batch=seqs)))
+    return cases

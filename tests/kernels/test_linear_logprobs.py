@@ -212,22 +212,3 @@ def test_bad_backend_is_rejected():
     with pytest.raises(ValueError, match="float16/bfloat16/float32"):
         linear_logprobs(torch.randn(2, 3).double(), torch.randn(4, 3).double(), torch.tensor([0, 1]),
                         backend="triton")
-
-
-@pytest.mark.parametrize("need_weight", [True, False])
-def test_kernels_compile_for_hopper_without_spills(need_weight):
-    """The interpreter cannot see compile errors or spills: build the bf16 kernels with the
-    GPU tiles for sm_90 (backward with and without the weight gradient, as under LoRA)."""
-    from judgefree.kernels import linear_logprobs_triton as lt
-    from judgefree.kernels._aot import compile_in_subprocess, signature
-
-    gpu = lt.GPU_CONFIG
-    tiles = dict(BLOCK_N=gpu.block_n, BLOCK_V=gpu.block_v, BLOCK_H=gpu.block_h, UPCAST=False, DOT_PRECISION="tf32")
-    pointers = dict(hidden_ptr="*bf16", weight_ptr="*bf16", targets_ptr="*i64", lse_part_ptr="*fp32",
-                    target_part_ptr="*fp32", lse_ptr="*fp32", grad_ptr="*fp32", grad_hidden_ptr="*fp32",
-                    grad_weight_ptr="*fp32")
-    module, options = "judgefree.kernels.linear_logprobs_triton", dict(num_warps=gpu.num_warps, num_stages=gpu.num_stages)
-    backward = dict(tiles, GROUP_N=gpu.group_n, NEED_HIDDEN=True, NEED_WEIGHT=need_weight)
-    for name, consts in (("_forward_kernel", tiles), ("_backward_kernel", backward)):
-        report = compile_in_subprocess(module, name, signature(getattr(lt, name), consts, pointers), consts, **options)
-        assert report.uses_wgmma and report.local_memory_ops == 0, (name, report)

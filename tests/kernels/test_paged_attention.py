@@ -320,31 +320,3 @@ def test_triton_backend_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         paged_decode_attention(**_decode_args(backend="triton"))
-
-
-@pytest.mark.parametrize("group, head_dim, splits", [(1, 128, 1), (1, 128, 8), (3, 64, 1)])
-def test_kernels_compile_for_hopper_without_spills(group, head_dim, splits):
-    """Decode (LLaVA-7B: 32 x 128 heads, with and without split-K; SmolLM2: 9 q / 3 kv heads x 64),
-    the split merge, prefill and store_kv built for sm_90 in bf16 with the launchers' settings:
-    the compiler sees what the interpreter cannot."""
-    from judgefree.kernels import paged_attention_triton as pt
-    from judgefree.kernels._aot import compile_in_subprocess, signature
-
-    module = "judgefree.kernels.paged_attention_triton"
-    pointers = dict(q_ptr="*bf16", k_cache_ptr="*bf16", v_cache_ptr="*bf16", out_ptr="*bf16", k_ptr="*bf16",
-                    v_ptr="*bf16", block_tables_ptr="*i32", context_lens_ptr="*i32", cu_seqlens_ptr="*i32",
-                    part_out_ptr="*fp32", part_lse_ptr="*fp32", slot_ptr="*i64")
-    common = dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, KV_BLOCK_SIZE=16, FP32_DOT=False, DOT_PRECISION="tf32")
-    jobs = [("_decode_kernel", dict(common, GROUP=group, BLOCK_G=16, BLOCK_N=64, NUM_SPLITS=splits), 2)]
-    if splits > 1:
-        jobs.append(("_decode_reduce_kernel", dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, NUM_SPLITS=splits,
-                                                   BLOCK_S=splits), 1))
-    else:
-        jobs.append(("_prefill_kernel", dict(common, GROUP=group, BLOCK_M=64, BLOCK_N=64), 2))
-        kv_heads = 32 if group == 1 else 3
-        jobs.append(("_store_kv_kernel", dict(NUM_KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_D=head_dim,
-                                              BLOCK_H=1 << (kv_heads - 1).bit_length(), KV_BLOCK_SIZE=16), 1))
-    for name, consts, stages in jobs:
-        types = signature(getattr(pt, name), consts, pointers, floats=("scale_log2e",))
-        report = compile_in_subprocess(module, name, types, consts, num_warps=4, num_stages=stages)
-        assert report.local_memory_ops == 0, (name, report)
