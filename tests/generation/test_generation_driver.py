@@ -16,7 +16,7 @@ from judgefree.testing.material import SETTINGS
 
 from judgefree.generation.driver import GenerationSettings, generate_store, list_images
 from judgefree.store.records import file_sha256, record_from_pair
-from judgefree.store.pair_store import PairStore
+from judgefree.store.pair_store import PAIRS, STAGING, PairStore
 
 
 
@@ -118,12 +118,14 @@ def test_resume_after_sigkill(tmp_path, photos_with_corrupt, where):
     assert result.returncode == -9, result.stderr
     stored = _records(out)
     assert 0 < len(stored) < len(images) - 1
-    if where == "before_commit":
-        assert len(list(out.glob("*.parquet"))) == len(PairStore(out).manifest["shards"]) + 1  # the orphan
+    assert len(list((out / PAIRS).glob("*.parquet"))) == len(PairStore(out).manifest["shards"])
+    if where == "before_commit":  # the orphan: written, never committed, invisible to folder readers
+        assert len(list((out / STAGING).glob("*.parquet"))) == 1
     generate_store(FakeEngine(), images, out, SETTINGS, chunk_size=2, progress=False)
     assert _records(out) == _records(tmp_path / "whole")
-    assert len(list(out.glob("*.parquet"))) == len(PairStore(out).manifest["shards"])
-    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    assert len(list((out / PAIRS).glob("*.parquet"))) == len(PairStore(out).manifest["shards"])
+    assert not (out / STAGING).exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, photo_dir):
