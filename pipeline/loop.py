@@ -28,6 +28,7 @@ from judgefree.curate.clip_score import ClipConfig
 from judgefree.generation.driver import GenerationSettings
 from judgefree.curate.selection import Selection
 from judgefree.io import write_json_atomic
+from judgefree.locks import FolderLock
 from judgefree.train.distributed import rank_info
 from judgefree.train.config import TrainConfig
 
@@ -147,6 +148,15 @@ class Loop:
 
     # -- the stages -------------------------------------------------------------------------
     def run(self) -> list[RoundReport]:
+        # One improve run per folder: rank 0 holds the lock for the job (judgefree.locks).
+        lock = FolderLock(self.out).acquire() if self.rank.is_main else None
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> list[RoundReport]:
         self.check_settings()
         # Evaluation may be added on a rerun (it is free in loop.json), so its marker keeps its settings.
         evaluation = json.loads(json.dumps(asdict(self.s.evaluation))) if self.s.evaluation is not None else None
