@@ -1,11 +1,14 @@
 """Generation driver: images in chunks -> ``engine.generate_pairs`` -> pair store, resumable.
 
-The engine derives every response's seed from (seed, image hash, role), so a pair does not
-depend on which chunk it was generated in; a rerun skips images already stored and generates
-the rest, giving the same store as one uninterrupted run, whatever ``chunk_size`` each run
-used. Images that cannot be used (missing, unreadable, too large, a name that is not UTF-8, a
-symlink loop, not a regular file) are skipped, counted and listed with the reason (in the
-manifest and the report); the run goes on. The store is locked while the driver writes it.
+The engine derives every response's seed from (seed, image hash, role), so a response's tokens
+do not depend on the chunk it was generated in; its log-probs do in their last bits (~1e-6: the
+batched float32 arithmetic depends on the batch). A rerun therefore skips the images already
+stored and generates the rest in the same chunks, cut from the whole image list (a resumed chunk
+is the batch an uninterrupted run would send), giving the same store as one uninterrupted run;
+a resume with another ``chunk_size`` than the store was started with (recorded in its manifest)
+is refused. Images that cannot be used (missing, unreadable, too large, a name that is not
+UTF-8, a symlink loop, not a regular file) are skipped, counted and listed with the reason (in
+the manifest and the report); the run goes on. The store is locked while the driver writes it.
 """
 
 from __future__ import annotations
@@ -133,13 +136,19 @@ def generate_store(
     model = Path(settings.model)
     fingerprint = model_fingerprint(model) if (model / "config.json").is_file() else None
     with StoreWriter(out, stage="generated", settings=settings.to_manifest(), model=fingerprint) as writer:
+        _check_chunk_size(writer, chunk_size)
         stored = writer.keys("image")
         todo = [p for p in images if p not in stored]
         skipped: list[dict[str, str]] = []  # every unstored image is retried, so the list starts afresh
         generated = tokens = 0
         bar = tqdm(total=len(images), initial=len(images) - len(todo), unit="image", desc="generate",
                    disable=not progress, dynamic_ncols=True)
-        for index, chunk in enumerate(_chunks(todo, chunk_size)):
+        # Chunks cut from the whole list, not from what is left: a resumed chunk is the very batch
+        # the uninterrupted run would have sent, so even the last bits of its log-probs agree.
+        for index, whole_chunk in enumerate(_chunks(images, chunk_size)):
+            chunk = [p for p in whole_chunk if p not in stored]
+            if not chunk:
+                continue
             readable = _readable(chunk, skipped)
             records: list[PairRecord] = []
             if readable:
@@ -170,6 +179,19 @@ def generate_store(
         store=Path(out), total_images=len(images), already_stored=len(images) - len(todo),
         generated=generated, skipped=skipped, seconds=time.perf_counter() - start,
     )
+
+
+def _check_chunk_size(writer: StoreWriter, chunk_size: int) -> None:
+    """A store is continued in chunks of the size it was started with. The engine's batched
+    float32 arithmetic depends on the batch: with other chunks the tokens stay the same (seeded
+    per image), but log-probs move in their last bits (~1e-6), so the resumed store would not be
+    the one an uninterrupted run writes."""
+    stored = writer.manifest.get("chunk_size")
+    if stored is not None and stored != chunk_size:
+        raise ValueError(f"{writer.path} was generated with --chunk-size {stored}; resume with the same "
+                         f"(now {chunk_size}: another batch changes the last bits of the log-probs), "
+                         "or choose another output folder")
+    writer.update(chunk_size=chunk_size)
 
 
 def _record(pair: Any, path: str, sha: str, skipped: list[dict[str, str]]) -> PairRecord | None:

@@ -30,6 +30,8 @@ def load_image(image: Any):
             raise ValueError(f"image not found: {image}") from None
         except Image.DecompressionBombError as err:
             raise ValueError(f"image too large {image}: {err}") from None
+        except UnsupportedPixels:
+            raise
         except (OSError, SyntaxError, ValueError) as err:  # PIL's decode errors
             raise ValueError(f"unreadable image {image}: {err}") from None
     try:
@@ -60,6 +62,10 @@ def decode_image(data: bytes, name: str):
         raise ValueError(f"unreadable image {name} ({type(err).__name__})") from None
 
 
+class UnsupportedPixels(ValueError):
+    """Pixels that cannot be turned into 8-bit RGB without guessing."""
+
+
 # 16-bit grey (PNG, TIFF): PIL's convert("RGB") clips every value above 255 to white.
 _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 
@@ -78,7 +84,7 @@ def to_rgb(picture, name: Any):
         eight = ((wide * 255 + 32767) // 65535).astype(np.uint8)  # rounded: 257 * v -> v exactly
         return Image.fromarray(eight, "L").convert("RGB")
     if mode in ("I", "F"):
-        raise ValueError(f"unsupported image {name}: {'32-bit integer' if mode == 'I' else 'floating-point'} "
+        raise UnsupportedPixels(f"unsupported image {name}: {'32-bit integer' if mode == 'I' else 'floating-point'} "
                          "pixels have no known range to scale to 8 bits")
     return picture.convert("RGB")
 
