@@ -84,7 +84,7 @@ def test_curate_killed_while_replacing_the_curated_store(tmp_path, uninterrupted
 
 def test_stale_temp_files_are_cleared_by_the_next_run(tmp_path, generate_argv, uninterrupted, curate_argv):
     out, curated = tmp_path / "pairs", tmp_path / "curated"
-    assert main(generate_argv(out, "--chunk-size", "4")) == 0
+    assert main(generate_argv(out)) == 0
     assert main(curate_argv(out, curated)) == 0
     planted = [out / ".manifest.json.x1.tmp", out / PAIRS / ".shard-0.parquet.x2.tmp", out / STAGING / "shard-z.parquet",
                curated / "scores" / ".progress.json.x3.tmp", curated / ".histogram.png.x4.tmp"]
