@@ -31,11 +31,8 @@ def test_generate_is_a_registered_subcommand():
 
 
 @pytest.fixture
-def model_dir(tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return folder
+def model_dir(fake_model_dir):
+    return fake_model_dir
 
 
 @pytest.fixture

@@ -6,12 +6,9 @@ an uninterrupted run. The tally is printed at the end of the session."""
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 
 import pytest
-
-from judgefree.testing.material import write_corrupt_image
 
 _tally: Counter = Counter()
 
@@ -41,21 +38,14 @@ def fake_engine(monkeypatch):
 
 
 @pytest.fixture
-def model_dir(tmp_path):
-    """A model folder for the fake engine (its config is all generate reads)."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "fake"}')
-    return folder
+def model_dir(fake_model_dir):
+    return fake_model_dir
 
 
 @pytest.fixture
-def images(tmp_path, photo_dir):
+def images(photos_with_corrupt):
     """Six photos and one corrupt image."""
-    folder = tmp_path / "images"
-    shutil.copytree(photo_dir, folder)
-    write_corrupt_image(folder / "03_broken.png")
-    return folder
+    return photos_with_corrupt
 
 
 @pytest.fixture
