@@ -103,6 +103,19 @@ def _chair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_writer(run):
+    """Hold the answers file's lock while ``run`` appends to it: two runs on one --out would
+    interleave their batches."""
+    def locked(args: argparse.Namespace) -> int:
+        from judgefree.locks import FolderLock
+
+        with FolderLock.for_file(args.out):
+            return run(args)
+
+    return locked
+
+
+@_one_writer
 def _run(args: argparse.Namespace) -> int:
     from judgefree.evaluation import halbench
 

@@ -13,8 +13,9 @@ import importlib
 import sys
 
 from judgefree import __version__
+from judgefree.errors import exit_code, one_line
 
-SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate", "improve")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate", "improve", "store")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         code = args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        # Bad input is the user's to fix: one clear line, no traceback.
-        print(f"judgefree {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        # What the user can act on (bad input, a busy folder, a full disk): one clear line and
+        # its own exit code (judgefree.errors), no traceback. Anything else is a bug: raised.
+        status = exit_code(err)
+        if status is None:
+            raise
+        print(f"judgefree {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return status
     return int(code or 0)

@@ -10,7 +10,6 @@ in large batches. torch and open_clip are imported only when a scorer is loaded.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sys
 from dataclasses import dataclass
@@ -177,7 +176,8 @@ class ClipScorer:
         """Scores of both responses of every record; a pair whose image cannot be read (or has
         changed since generation) gets no scores and an ``error``."""
         import torch
-        from PIL import Image
+
+        from judgefree.images import decode_image
 
         images, image_row, errors = [], {}, {}
         for record in records:
@@ -187,9 +187,9 @@ class ClipScorer:
                 data = Path(record.image).read_bytes()
                 if hashlib.sha256(data).hexdigest() != record.image_sha256:
                     raise ValueError("image file changed since generation (content hash differs)")
-                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+                images.append(decode_image(data, record.image))  # 16-bit scaled as the engine does
                 image_row[record.image_sha256] = len(images) - 1
-            except (OSError, ValueError, Image.DecompressionBombError) as err:
+            except (OSError, ValueError) as err:
                 errors[record.pair_id] = f"{type(err).__name__}: {err}"
         image_emb = self.encode_images(images) if images else None
         texts, owner, spans = [], [], []

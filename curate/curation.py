@@ -2,16 +2,19 @@
 the curated store, its summary and the histogram.
 
 Scoring is the slow part: its results go chunk by chunk to ``OUT/scores/`` (Parquet parts and
-``progress.json``, each written atomically), so a rerun scores only what is missing. A stored
-score is reused only while the pair's image bytes and both texts are unchanged. The
-selection that follows is cheap and global (ranks over all pairs), so it is redone in full on
-every run: rerunning with another ``--keep`` re-selects without re-scoring.
+``progress.json``, each written atomically, each part with its size and sha256), so a rerun
+scores only what is missing. A stored score is reused only while the pair's image bytes and
+both texts are unchanged; a damaged part is dropped and its pairs scored again (it is a cache).
+The selection that follows is cheap and global (ranks over all pairs), so it is redone in full
+on every run: rerunning with another ``--keep`` re-selects without re-scoring. ``OUT`` is
+locked for the whole run, and a source store that another run is still writing is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -26,9 +29,15 @@ from judgefree.curate.clip_score import ClipScorer, PairScore
 from judgefree.curate.histogram import write_histogram
 from judgefree.store.records import PairRecord
 from judgefree.curate.selection import Selection, kept_ranges, select, summarize
-from judgefree.store.pair_store import MANIFEST, PairStore, StoreWriter, write_atomic, write_json_atomic
+from judgefree.errors import DamagedFile, FolderLocked
+from judgefree.io import remove_stale_tmp, write_atomic, write_json_atomic
+from judgefree.locks import FolderLock, describe_holder, holder_of
+from judgefree.store.manifest import MANIFEST, load_json
+from judgefree.store.pair_store import PairStore, StoreWriter
 
+log = logging.getLogger(__name__)
 SHARD_ROWS = 10_000
+PROGRESS = "progress.json"
 _SCORE_SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("content", pa.string()), ("chosen_score", pa.float64()),
     ("rejected_score", pa.float64()), ("chosen_segments", pa.int32()), ("rejected_segments", pa.int32()),
@@ -42,41 +51,82 @@ def content_digest(record: PairRecord) -> str:
 
 
 class ScoreLog:
-    """Scores computed so far, in ``folder``: Parquet parts listed by ``progress.json``."""
+    """Scores computed so far, in ``folder``: Parquet parts listed by ``progress.json``. The
+    caller holds the lock of the folder above."""
 
     def __init__(self, folder: Path, settings: dict[str, Any]):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        progress = folder / "progress.json"
-        self.state = {"settings": json.loads(json.dumps(settings)), "parts": []}
-        if progress.exists():
-            stored = json.loads(progress.read_text())
-            if stored["settings"] != self.state["settings"]:
-                raise ValueError(f"{folder} holds scores made with other settings ({stored['settings']}); "
-                                 "rerun with the same CLIP settings, or choose another output folder")
-            self.state = stored
+        remove_stale_tmp(folder)
+        progress = folder / PROGRESS
+        self.state = {"settings": json.loads(json.dumps(settings)), "parts": [], "next_part": 0}
+        if not progress.exists():
+            return
+        try:
+            stored = json.loads(progress.read_text(encoding="utf-8"))
+            parts = [self._entry(part) for part in stored["parts"]]
+            stored_settings = stored["settings"]
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("%s is damaged (%s): the CLIP scores it listed are computed again", progress, err)
+            return
+        if stored_settings != self.state["settings"]:
+            raise ValueError(f"{folder} holds scores made with other settings ({stored_settings}); "
+                             "rerun with the same CLIP settings, or choose another output folder")
+        unique = list({part["file"]: part for part in parts}.values())
+        self.state.update(parts=unique, next_part=max([stored.get("next_part", 0), len(parts)]))
+
+    def _entry(self, part: Any) -> dict[str, Any]:
+        """A listed part, its name checked to stay in this folder; schema-1 lists bare names."""
+        entry = {"file": part} if isinstance(part, str) else dict(part)
+        name = entry.get("file")
+        if not isinstance(name, str) or "/" in name or "\\" in name or not name.startswith("part-") \
+                or not name.endswith(".parquet"):
+            raise ValueError(f"part {name!r} is not a part file of this folder")
+        return entry
 
     def load(self, digests: dict[str, str]) -> dict[str, PairScore]:
         """Stored scores of the pairs whose ``content_digest`` is still ``digests[pair_id]``."""
-        scores = {}
+        scores, whole = {}, []
         for part in self.state["parts"]:
-            for row in pq.read_table(self.folder / part, schema=_SCORE_SCHEMA).to_pylist():
+            table = self._read(part)
+            if table is None:
+                continue
+            whole.append(part)
+            for row in table.to_pylist():
                 if digests.get(row["pair_id"]) == row.pop("content"):
                     scores[row["pair_id"]] = PairScore(**row)
+        self.state["parts"] = whole
         return scores
+
+    def _read(self, part: dict[str, Any]) -> pa.Table | None:
+        path = self.folder / part["file"]
+        try:
+            data = path.read_bytes()
+            if "sha256" in part and (len(data) != part.get("bytes") or hashlib.sha256(data).hexdigest() != part["sha256"]):
+                raise ValueError("size or sha256 differs from the one recorded when it was written")
+            table = pq.read_table(pa.BufferReader(data), schema=_SCORE_SCHEMA)
+            if "rows" in part and table.num_rows != part["rows"]:
+                raise ValueError(f"{table.num_rows} rows, {part['rows']} recorded")
+            return table
+        except (OSError, ValueError, pa.ArrowException) as err:
+            log.warning("CLIP score part %s is unusable (%s): its pairs are scored again", path, err)
+            return None
 
     def append(self, scores: list[PairScore], digests: dict[str, str]) -> None:
         """Save ``scores``; ``digests`` maps each pair id to its ``content_digest``."""
         if not scores:
             return
-        name = f"part-{len(self.state['parts']):05d}.parquet"
+        name = f"part-{self.state['next_part']:05d}.parquet"
         rows = [{**{k: v for k, v in asdict(s).items() if k != "error"}, "content": digests[s.pair_id]}
                 for s in scores]
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pylist(rows, schema=_SCORE_SCHEMA), sink)
-        write_atomic(self.folder / name, sink.getvalue().to_pybytes())
-        self.state["parts"].append(name)
-        write_json_atomic(self.folder / "progress.json", self.state)
+        data = sink.getvalue().to_pybytes()
+        write_atomic(self.folder / name, data)
+        self.state["next_part"] += 1
+        self.state["parts"].append({"file": name, "rows": len(rows), "bytes": len(data),
+                                    "sha256": hashlib.sha256(data).hexdigest()})
+        write_json_atomic(self.folder / PROGRESS, self.state)
 
 
 @dataclass(slots=True)
@@ -97,9 +147,12 @@ def open_source(pairs: str | Path, out: str | Path) -> PairStore:
         raise ValueError(f"--pairs {pairs} is a '{source.stage}' store; curate a generated one")
     if out.resolve() == pairs.resolve():
         raise ValueError("--out must differ from --pairs (the generated store is read, not rewritten)")
-    manifest = out / MANIFEST
-    if manifest.exists() and json.loads(manifest.read_text()).get("stage") != "curated":
+    if (out / MANIFEST).exists() and load_json(out).get("stage") != "curated":
         raise ValueError(f"--out {out} holds a store that is not a curated one; choose another folder")
+    writer = holder_of(pairs)
+    if writer is not None:
+        raise FolderLocked(f"--pairs {pairs} is still being written ({describe_holder(writer)}); "
+                           "curate it once that run has finished")
     return source
 
 
@@ -124,10 +177,21 @@ def curate_store(
     start = time.perf_counter()
     pairs, out = Path(pairs), Path(out)
     source = open_source(pairs, out)
-    log = ScoreLog(out / "scores", {"clip": clip_settings, "generation": source.settings})
+    with FolderLock(out) as lock:
+        return _curate(source, pairs, out, lock, scorer, selection, clip_settings, chunk_size, progress,
+                       after_chunk, start)
+
+
+def _curate(source: PairStore, pairs: Path, out: Path, lock: FolderLock, scorer: ClipScorer, selection: Selection,
+            clip_settings: dict[str, Any], chunk_size: int, progress: bool,
+            after_chunk: Callable[[int], None] | None, start: float) -> CurationReport:
+    score_log = ScoreLog(out / "scores", {"clip": clip_settings, "generation": source.settings})
     records = list(source.records())
+    repeated = len(records) - len({r.pair_id for r in records})
+    if repeated:
+        raise DamagedFile(f"--pairs {pairs} holds {repeated} pair ids more than once; each pair must be stored once")
     digests = {r.pair_id: content_digest(r) for r in records}
-    scores = log.load(digests)
+    scores = score_log.load(digests)
     todo = [r for r in records if r.pair_id not in scores]
     failed: dict[str, str] = {}
     segments_done = 0
@@ -135,7 +199,7 @@ def curate_store(
                disable=not progress, dynamic_ncols=True)
     for index in range(0, len(todo), chunk_size):
         chunk_scores = scorer.score_records(todo[index:index + chunk_size])
-        log.append([s for s in chunk_scores if s.error is None], digests)
+        score_log.append([s for s in chunk_scores if s.error is None], digests)
         for s in chunk_scores:
             if s.error is None:
                 scores[s.pair_id] = s
@@ -153,7 +217,7 @@ def curate_store(
     summary = summarize(selected, selection)
     skipped = [{"image": r.image, "pair_id": r.pair_id, "reason": failed[r.pair_id]}
                for r in records if r.pair_id in failed]
-    writer = StoreWriter(out, stage="curated", overwrite=True, settings={
+    writer = StoreWriter(out, stage="curated", overwrite=True, model=source.model, lock=lock, settings={
         "clip": clip_settings, "selection": asdict(selection), "source": str(pairs.resolve()),
         "generation": source.settings,
     })

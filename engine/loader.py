@@ -22,9 +22,34 @@ def check_folder(path: str | os.PathLike) -> Path:
         raise NotADirectoryError(f"model path is not a folder: {folder}")
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: not a Hugging Face checkpoint folder")
-    if not weight_files(folder):
+    files = weight_files(folder)
+    if not files:
         raise ValueError(f"{folder} has no *.safetensors weights")
+    for file in files:
+        if file.is_file():
+            check_safetensors(file)
     return folder
+
+
+def check_safetensors(file: Path) -> None:
+    """A clear error for a weights file that is truncated or not safetensors at all: its size
+    must be what its header describes (8 + header + the end of the last tensor), as the
+    format requires. Reads the header only."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        header = handle.read(length) if 0 < length <= min(size - 8, 100 << 20) else b""
+    try:
+        entries = json.loads(header)
+        end = max([entry["data_offsets"][1] for key, entry in entries.items() if key != "__metadata__"], default=0)
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise ValueError(f"{file} is not a readable safetensors file (damaged header, {size} bytes); "
+                         "copy or export the model again") from None
+    expected = 8 + length + end
+    if size != expected:
+        raise ValueError(f"{file} is damaged: {size} bytes where its header describes {expected} "
+                         f"({'truncated' if size < expected else 'extra bytes'}); copy or export the model again")
 
 
 def weight_files(folder: Path) -> list[Path]:

@@ -1,13 +1,19 @@
 """Generation driver: images in chunks -> ``engine.generate_pairs`` -> pair store, resumable.
 
-The engine derives every response's seed from (seed, image hash, role), so a pair does not
-depend on which chunk it was generated in; a rerun skips images already stored and generates
-the rest, giving the same store as one uninterrupted run. Missing or unreadable images are
-skipped, counted and listed (in the manifest and the report); the run goes on.
+The engine derives every response's seed from (seed, image hash, role), so a response's tokens
+do not depend on the chunk it was generated in; its log-probs do in their last bits (~1e-6: the
+batched float32 arithmetic depends on the batch). A rerun therefore skips the images already
+stored and generates the rest in the same chunks, cut from the whole image list (a resumed chunk
+is the batch an uninterrupted run would send), giving the same store as one uninterrupted run;
+a resume with another ``chunk_size`` than the store was started with (recorded in its manifest)
+is refused. Images that cannot be used (missing, unreadable, too large, a name that is not
+UTF-8, a symlink loop, not a regular file) are skipped, counted and listed with the reason (in
+the manifest and the report); the run goes on. The store is locked while the driver writes it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,8 +26,18 @@ from judgefree.store.records import PairRecord, file_sha256, record_from_pair
 from judgefree.store.pair_store import StoreWriter
 from judgefree.generation.hdist import HDistribution
 from judgefree.engine.types import SamplingParams
-from judgefree.io import IMAGE_SUFFIXES
+from judgefree.fingerprint import model_fingerprint
+from judgefree.images import file_problem
+from judgefree.io import IMAGE_SUFFIXES, printable_path
 
+
+def _absolute(path: str | Path) -> str:
+    """``path`` made absolute with its links resolved where they resolve (a symlink loop stays
+    as it is: reading it fails later and lists it as skipped, instead of stopping the run)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13 on a symlink loop
+        return os.path.abspath(path)
 
 
 def list_images(source: str | Path) -> list[str]:
@@ -33,13 +49,14 @@ def list_images(source: str | Path) -> list[str]:
         if not paths:
             raise ValueError(f"--images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
     elif source.is_file():
-        lines = [line.strip() for line in source.read_text().splitlines()]
+        # surrogateescape: a name that is not UTF-8 reaches generate_store, which lists it as skipped
+        lines = [line.strip() for line in source.read_text(encoding="utf-8", errors="surrogateescape").splitlines()]
         paths = [source.parent / line for line in lines if line and not line.startswith("#")]
         if not paths:
             raise ValueError(f"--images: list file {source} names no images")
     else:
         raise FileNotFoundError(f"--images: no such folder or list file: {source}")
-    unique = dict.fromkeys(str(p.resolve()) for p in paths)  # keeps order, drops repeats
+    unique = dict.fromkeys(_absolute(p) for p in paths)  # keeps order, drops repeats
     return list(unique)
 
 
@@ -86,11 +103,14 @@ def _readable(paths: Sequence[str], skipped: list[dict[str, str]]) -> list[tuple
     """(path, sha256) for the paths that can be read; the others go to ``skipped``."""
     ok = []
     for path in paths:
-        try:
-            ok.append((path, file_sha256(path)))
-        except OSError as err:
-            reason = "file not found" if isinstance(err, FileNotFoundError) else f"unreadable: {err}"
-            skipped.append({"image": path, "reason": reason})
+        problem = file_problem(path)
+        if problem is None:
+            try:
+                ok.append((path, file_sha256(path)))
+                continue
+            except OSError as err:
+                problem = f"unreadable: {err.strerror or err}"
+        skipped.append({"image": printable_path(path), "reason": problem})
     return ok
 
 
@@ -112,44 +132,76 @@ def generate_store(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     start = time.perf_counter()
-    images = list(dict.fromkeys(str(Path(p).resolve()) for p in images))
-    writer = StoreWriter(out, stage="generated", settings=settings.to_manifest())
-    stored = writer.keys("image")
-    todo = [p for p in images if p not in stored]
-    skipped: list[dict[str, str]] = []  # every unstored image is retried, so the list starts afresh
-    generated = tokens = 0
-    bar = tqdm(total=len(images), initial=len(images) - len(todo), unit="image", desc="generate",
-               disable=not progress, dynamic_ncols=True)
-    for index, chunk in enumerate(_chunks(todo, chunk_size)):
-        readable = _readable(chunk, skipped)
-        records: list[PairRecord] = []
-        if readable:
-            pairs = engine.generate_pairs(
-                [path for path, _ in readable], settings.prompt, h_chosen=settings.h_chosen,
-                h_rejected=settings.h_rejected, sampling=settings.sampling,
-                max_new_tokens=settings.max_new_tokens, seed=settings.seed,
-            )
-            if len(pairs) != len(readable):
-                raise RuntimeError(f"engine returned {len(pairs)} pairs for {len(readable)} images")
-            for (path, sha), pair in zip(readable, pairs):
-                error = pair.chosen.error or pair.rejected.error
-                if error or "error" in (pair.chosen.finish_reason, pair.rejected.finish_reason):
-                    skipped.append({"image": path, "reason": f"engine error: {error or 'unknown'}"})
-                    continue
-                records.append(record_from_pair(pair, path, sha))
-                tokens += len(pair.chosen.token_ids) + len(pair.rejected.token_ids)
+    images = list(dict.fromkeys(_absolute(p) for p in images))
+    model = Path(settings.model)
+    fingerprint = model_fingerprint(model) if (model / "config.json").is_file() else None
+    with StoreWriter(out, stage="generated", settings=settings.to_manifest(), model=fingerprint) as writer:
+        _check_chunk_size(writer, chunk_size)
+        stored = writer.keys("image")
+        todo = [p for p in images if p not in stored]
+        skipped: list[dict[str, str]] = []  # every unstored image is retried, so the list starts afresh
+        generated = tokens = 0
+        bar = tqdm(total=len(images), initial=len(images) - len(todo), unit="image", desc="generate",
+                   disable=not progress, dynamic_ncols=True)
+        # Chunks cut from the whole list, not from what is left: a resumed chunk is the very batch
+        # the uninterrupted run would have sent, so even the last bits of its log-probs agree.
+        for index, whole_chunk in enumerate(_chunks(images, chunk_size)):
+            chunk = [p for p in whole_chunk if p not in stored]
+            if not chunk:
+                continue
+            readable = _readable(chunk, skipped)
+            records: list[PairRecord] = []
+            if readable:
+                pairs = engine.generate_pairs(
+                    [path for path, _ in readable], settings.prompt, h_chosen=settings.h_chosen,
+                    h_rejected=settings.h_rejected, sampling=settings.sampling,
+                    max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+                )
+                if len(pairs) != len(readable):
+                    raise RuntimeError(f"engine returned {len(pairs)} pairs for {len(readable)} images")
+                for (path, sha), pair in zip(readable, pairs):
+                    record = _record(pair, path, sha, skipped)
+                    if record is not None:
+                        records.append(record)
+                        tokens += len(record.chosen_token_ids) + len(record.rejected_token_ids)
+            writer.set_skipped(skipped)
+            writer.append(records)
+            generated += len(records)
+            bar.update(len(chunk))
+            bar.set_postfix(pairs=generated, skipped=len(skipped),
+                            tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.1f}")
+            if after_chunk is not None:
+                after_chunk(index)
+        bar.close()
         writer.set_skipped(skipped)
-        writer.append(records)
-        generated += len(records)
-        bar.update(len(chunk))
-        bar.set_postfix(pairs=generated, skipped=len(skipped),
-                        tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.1f}")
-        if after_chunk is not None:
-            after_chunk(index)
-    bar.close()
-    writer.set_skipped(skipped)
-    writer.commit()  # records the (empty) skipped list too when nothing was left to do
+        writer.commit()  # records the (empty) skipped list too when nothing was left to do
     return GenerationReport(
         store=Path(out), total_images=len(images), already_stored=len(images) - len(todo),
         generated=generated, skipped=skipped, seconds=time.perf_counter() - start,
     )
+
+
+def _check_chunk_size(writer: StoreWriter, chunk_size: int) -> None:
+    """A store is continued in chunks of the size it was started with. The engine's batched
+    float32 arithmetic depends on the batch: with other chunks the tokens stay the same (seeded
+    per image), but log-probs move in their last bits (~1e-6), so the resumed store would not be
+    the one an uninterrupted run writes."""
+    stored = writer.manifest.get("chunk_size")
+    if stored is not None and stored != chunk_size:
+        raise ValueError(f"{writer.path} was generated with --chunk-size {stored}; resume with the same "
+                         f"(now {chunk_size}: another batch changes the last bits of the log-probs), "
+                         "or choose another output folder")
+    writer.update(chunk_size=chunk_size)
+
+
+def _record(pair: Any, path: str, sha: str, skipped: list[dict[str, str]]) -> PairRecord | None:
+    """The stored form of one engine pair, or None (and an entry in ``skipped``) for a failed one."""
+    error = pair.chosen.error or pair.rejected.error
+    if error or "error" in (pair.chosen.finish_reason, pair.rejected.finish_reason):
+        skipped.append({"image": path, "reason": f"engine error: {error or 'unknown'}"})
+        return None
+    try:
+        return record_from_pair(pair, path, sha)
+    except ValueError as err:  # an inconsistent pair costs that image, not the chunk
+        skipped.append({"image": path, "reason": f"inconsistent pair from the engine: {err}"})
+        return None

@@ -1,3 +1,3 @@
-from judgefree.cli import main
+from judgefree.cli.main import main
 
 raise SystemExit(main())

@@ -1,5 +1,9 @@
 """File helpers every stage shares: writes that never leave half a file (or half a folder)
-behind, and reading JSON / JSONL record files. Everyone imports them from here."""
+behind, and reading JSON / JSONL record files. Everyone imports them from here.
+
+A write that runs out of space raises ``judgefree.errors.DiskFull`` naming the folder; the file
+it was replacing is left as it was.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +16,79 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from judgefree.errors import DiskFull, is_disk_full
+
 # Image files a folder listing accepts (generation, the demo).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd`` (the one place a file's bytes go out: tests
+    inject a full disk here)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and
-    ``os.replace``: a reader sees the old file or the new one, never a part."""
+    ``os.replace``: a reader sees the old file or the new one, never a part. The temporary
+    file is named ``.NAME.*.tmp``; ``remove_stale_tmp`` clears those a killed process left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        if is_disk_full(err):
+            raise _disk_full(err, path) from err
         raise
+    try:
+        try:
+            _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself survives a power cut
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise _disk_full(err, path) from err
+        raise
+
+
+def _disk_full(err: OSError, path: Path) -> DiskFull:
+    return DiskFull(f"disk full: could not write {path.name} in {path.parent} ({err.strerror}); "
+                    "what was there is kept as it was: free some space and rerun to continue",
+                    str(path.parent), err.errno)
+
+
+def is_stale_tmp(name: str) -> bool:
+    """A temporary file of ``write_atomic`` (``.NAME.*.tmp``) or ``building_folder`` (``.NAME.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders a killed writer left in ``folder`` (not below it);
+    call it only while holding the folder's lock. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if is_stale_tmp(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def printable_path(path: str | os.PathLike) -> str:
+    """``path`` as valid UTF-8 text: bytes of a file name that are not UTF-8 become ``\\xNN``
+    (a listing or a manifest can always hold it)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def json_text(obj: Any) -> str:

@@ -27,7 +27,8 @@ from typing import Any
 from judgefree.curate.clip_score import ClipConfig
 from judgefree.generation.driver import GenerationSettings
 from judgefree.curate.selection import Selection
-from judgefree.io import write_json_atomic
+from judgefree.io import remove_stale_tmp, write_json_atomic
+from judgefree.locks import FolderLock
 from judgefree.train.distributed import rank_info
 from judgefree.train.config import TrainConfig
 
@@ -147,6 +148,18 @@ class Loop:
 
     # -- the stages -------------------------------------------------------------------------
     def run(self) -> list[RoundReport]:
+        # One improve run per folder: rank 0 holds the lock for the job (judgefree.locks).
+        lock = FolderLock(self.out).acquire() if self.rank.is_main else None
+        try:
+            if lock is not None:  # markers a killed run was writing
+                for folder in (self.out, *self.out.glob("round-*")):
+                    remove_stale_tmp(folder)
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> list[RoundReport]:
         self.check_settings()
         # Evaluation may be added on a rerun (it is free in loop.json), so its marker keeps its settings.
         evaluation = json.loads(json.dumps(asdict(self.s.evaluation))) if self.s.evaluation is not None else None

@@ -1,14 +1,21 @@
-"""The pair store: a folder of Parquet shards plus ``manifest.json``.
+"""The pair store: ``manifest.json`` plus a ``pairs/`` folder of Parquet shards.
 
-Every shard is written to a temporary name and renamed into place, then the manifest (also
-written by rename) lists it; the manifest is the single source of truth, so a process killed at
-any point leaves a readable store, and files it does not list are leftovers that the next writer
-removes. Reading needs only pyarrow. Schema: docs/pair_store.md.
+``pairs/`` holds the committed shards and nothing else, so pandas, pyarrow.dataset and
+``datasets.load_dataset("parquet", data_dir="STORE/pairs")`` read it as exactly the pairs.
+A writer holds the store's lock (``judgefree.locks``); it writes each shard to ``.staging/``,
+commits the manifest that lists it (with its size and sha256), then moves it into ``pairs/``.
+The manifest is the single source of truth: a process killed at any point leaves a store that
+reads correctly, and the next writer finishes or discards what the killed one left. Reading
+needs only pyarrow and no lock; every shard is checked against its recorded size and digest.
+Layout and schema: docs/pair_store.md.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,32 +24,25 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from judgefree.io import write_atomic, write_json_atomic  # noqa: F401  (re-exported)
+from judgefree.io import fsync_dir, remove_stale_tmp, write_atomic, write_json_atomic  # noqa: F401  (re-exported)
+from judgefree.locks import FolderLock
+from judgefree.store import manifest as mf
+from judgefree.store.manifest import FORMAT, MANIFEST, PAIRS, STAGING  # noqa: F401  (re-exported)
 from judgefree.store.records import SCHEMA, SCHEMA_VERSION, PairRecord
 
-FORMAT = "judgefree-pairs"
-MANIFEST = "manifest.json"
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no pair store at {path} ({MANIFEST} missing)")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{manifest_path} is not a {FORMAT} manifest")
-    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
-        raise ValueError(f"{manifest_path} has schema version {manifest['schema_version']}, "
-                         f"newer than this judgefree reads ({SCHEMA_VERSION})")
-    return manifest
+log = logging.getLogger(__name__)
 
 
 class PairStore:
-    """Read a pair store: ``PairStore(path).records()`` yields ``PairRecord`` in stored order."""
+    """Read a pair store: ``PairStore(path).records()`` yields ``PairRecord`` in stored order.
 
-    def __init__(self, path: str | Path, manifest: dict[str, Any] | None = None):
+    ``verify=False`` skips the per-shard size and sha256 check (the row count is always checked).
+    """
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any] | None = None, *, verify: bool = True):
         self.path = Path(path)
-        self.manifest = _read_manifest(self.path) if manifest is None else manifest
+        self.manifest = mf.read_manifest(self.path) if manifest is None else manifest
+        self.verify = verify
 
     @property
     def stage(self) -> str:
@@ -57,15 +57,29 @@ class PairStore:
         """Images that produced no pair, with the reason: ``[{"image": ..., "reason": ...}]``."""
         return self.manifest.get("skipped", [])
 
+    @property
+    def model(self) -> dict[str, Any] | None:
+        """Fingerprint of the model that generated the pairs (``judgefree.fingerprint``), if known."""
+        return self.manifest.get("model")
+
+    @property
+    def pairs_dir(self) -> Path:
+        """The folder that reads as exactly the pairs (pandas, pyarrow.dataset, datasets)."""
+        return self.path / PAIRS
+
     def __len__(self) -> int:
         return sum(shard["rows"] for shard in self.manifest["shards"])
 
     def shard_paths(self) -> list[Path]:
-        return [self.path / shard["file"] for shard in self.manifest["shards"]]
+        return [mf.shard_path(self.path, shard["file"]) for shard in self.manifest["shards"]]
+
+    def _tables(self, columns: list[str] | None) -> Iterator[pa.Table]:
+        for entry in self.manifest["shards"]:
+            yield mf.read_shard(self.path, entry, self.stage, columns, verify=self.verify)
 
     def table(self, columns: list[str] | None = None) -> pa.Table:
         """All rows as one Arrow table (optionally only ``columns``)."""
-        tables = [pq.read_table(p, columns=columns, schema=SCHEMA) for p in self.shard_paths()]
+        tables = list(self._tables(columns))
         if not tables:
             schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
             return schema.empty_table()
@@ -76,53 +90,110 @@ class PairStore:
         if kept_only and self.stage != "curated":
             raise ValueError(f"kept_only needs a curated store; {self.path} is '{self.stage}' "
                              "(run `judgefree curate` first, or pass kept_only=False)")
-        for shard in self.shard_paths():
-            for row in pq.read_table(shard, schema=SCHEMA).to_pylist():
+        for table in self._tables(None):
+            for row in table.to_pylist():
                 if not kept_only or row["kept"]:
                     yield PairRecord(**row)
+
+    def check(self) -> int:
+        """Read every shard once (size, sha256, rows); returns the number of pairs."""
+        return sum(table.num_rows for table in self._tables(["pair_id"]))
 
 
 class StoreWriter:
     """Append records to a store, one shard per ``append``; the manifest is rewritten after each.
 
-    ``overwrite=False`` resumes an existing store (its ``settings`` must match);
-    ``overwrite=True`` builds a new one beside the old, which stays valid until the first
-    committing ``append`` (or ``commit``) replaces the manifest.
+    ``overwrite=False`` resumes an existing store (its ``settings`` and ``model`` must match);
+    ``overwrite=True`` builds a new one in place of the old, which stays valid until the first
+    committing ``append`` (or ``commit``) replaces the manifest. ``model`` is the generating
+    model's fingerprint (``judgefree.fingerprint.model_fingerprint``) or None.
+
+    The writer holds the store's lock until ``close()`` (or the end of a ``with`` block);
+    ``lock`` passes one the caller already holds on ``path``.
     """
 
-    def __init__(self, path: str | Path, *, stage: str, settings: dict[str, Any], overwrite: bool = False):
+    def __init__(self, path: str | Path, *, stage: str, settings: dict[str, Any], overwrite: bool = False,
+                 model: dict[str, Any] | None = None, lock: FolderLock | None = None):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"pair store path {self.path} exists and is not a folder")
-        self.path.mkdir(parents=True, exist_ok=True)
-        settings = json.loads(json.dumps(settings))  # normalise tuples etc. to what JSON gives back
-        existing = None if overwrite or not (self.path / MANIFEST).exists() else _read_manifest(self.path)
-        if existing is not None:
+        self._own_lock = lock is None
+        self.lock = FolderLock(self.path).acquire() if lock is None else lock
+        try:
+            self._open(stage, json.loads(json.dumps(settings)), overwrite, model)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, stage: str, settings: dict[str, Any], overwrite: bool, model: dict[str, Any] | None) -> None:
+        existing = self._existing(overwrite)
+        if existing is not None and not overwrite:
             if existing["stage"] != stage:
                 raise ValueError(f"{self.path} holds a '{existing['stage']}' store, not '{stage}'; use another folder")
             _check_same_settings(self.path, existing["settings"], settings)
+            _check_same_model(self.path, existing, model)
             self.manifest = existing
+            self._drop_missing_shards()
+            for entry in self.manifest["shards"]:  # before anything is deleted: the listed shards are whole
+                mf.check_bytes(self.path, entry, mf.locate(self.path, entry).read_bytes(), stage)
         else:
             self.manifest = {
                 "format": FORMAT, "schema_version": SCHEMA_VERSION, "stage": stage, "settings": settings,
-                "shard_prefix": f"shard-{uuid.uuid4().hex[:8]}", "shards": [], "skipped": [],
+                "model": model, "shard_prefix": f"shard-{uuid.uuid4().hex[:8]}", "next_shard": 0,
+                "shards": [], "skipped": [],
             }
         if existing is not None:
-            self._remove_unlisted()
+            self._publish(existing)  # finish what a killed writer committed, drop what it did not
+
+    def _existing(self, overwrite: bool) -> dict[str, Any] | None:
+        """The store's current manifest (upgraded in place from schema 1), or None if there is none.
+        With ``overwrite`` a manifest that cannot be read is ignored: it is about to be replaced."""
+        if not (self.path / MANIFEST).exists():
+            return None
+        try:
+            manifest = mf.load_json(self.path)
+            if manifest["schema_version"] < SCHEMA_VERSION:
+                from judgefree.store.migrate import upgrade
+
+                return upgrade(self.path, manifest)
+            mf.validate(self.path, manifest)
+            return manifest
+        except (ValueError, OSError):
+            if overwrite:
+                return None
+            raise
+
+    def _drop_missing_shards(self) -> None:
+        """A listed shard whose file was deleted (the repair of a damaged one) leaves the manifest;
+        its pairs are no longer stored, so a resumed run generates them again."""
+        kept = []
+        for entry in self.manifest["shards"]:
+            if mf.locate(self.path, entry) is None:
+                log.warning("pair store %s: shard %s (%d pairs) is missing and leaves the manifest; "
+                            "its pairs will be generated again", self.path, entry["file"], entry["rows"])
+            else:
+                kept.append(entry)
+        self.manifest["shards"] = kept
 
     def keys(self, column: str = "pair_id") -> set[str]:
         """Values of ``column`` already stored (the resume key)."""
-        return set(PairStore(self.path, self.manifest).table([column])[column].to_pylist())
+        return set(PairStore(self.path, self.manifest, verify=False).table([column])[column].to_pylist())
 
     def append(self, records: list[PairRecord], *, commit: bool = True) -> None:
         """Write ``records`` as one new shard; ``commit`` lists it in the manifest right away."""
         if records:
-            name = f"{self.manifest['shard_prefix']}-{len(self.manifest['shards']):05d}.parquet"
+            listed = {entry["file"] for entry in self.manifest["shards"]}
+            while True:
+                file = f"{PAIRS}/{self.manifest['shard_prefix']}-{self.manifest['next_shard']:05d}.parquet"
+                self.manifest["next_shard"] += 1
+                if file not in listed:
+                    break
             table = pa.Table.from_pylist([r.to_row() for r in records], schema=SCHEMA)
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="zstd")
-            write_atomic(self.path / name, sink.getvalue().to_pybytes())
-            self.manifest["shards"].append({"file": name, "rows": len(records)})
+            data = sink.getvalue().to_pybytes()
+            write_atomic(mf.staged_path(self.path, file), data)
+            self.manifest["shards"].append(mf.shard_entry(file, data, len(records)))
         if commit:
             self.commit()
 
@@ -135,16 +206,46 @@ class StoreWriter:
 
     def commit(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest)
-        self._remove_unlisted()
+        self._publish(self.manifest)
 
-    def _remove_unlisted(self) -> None:
-        """Delete shards no manifest lists (a killed write, a replaced store) and stale temp files."""
-        listed = {shard["file"] for shard in self.manifest["shards"]}
-        for entry in self.path.iterdir():
-            stale_tmp = entry.name.startswith(".") and entry.name.endswith(".tmp")
-            orphan = entry.suffix == ".parquet" and entry.name.startswith("shard-") and entry.name not in listed
-            if entry.is_file() and (stale_tmp or orphan):
-                entry.unlink()
+    def _publish(self, manifest: dict[str, Any]) -> None:
+        """Make ``pairs/`` hold exactly the shards ``manifest`` lists: remove the others (a
+        replaced store, a killed write), move the listed ones still staged into place, clear
+        leftovers (unlisted staged shards, temporary files, shards of the schema-1 layout)."""
+        pairs, staging = self.path / PAIRS, self.path / STAGING
+        listed = {mf.shard_path(self.path, entry["file"]).resolve() for entry in manifest["shards"]}
+        # Removals first: a folder reader may see a store shrink for a moment, never two at once.
+        for folder in (pairs, self.path):
+            for entry in folder.iterdir() if folder.is_dir() else ():
+                if _is_shard_name(entry.name) and entry.resolve() not in listed:
+                    entry.unlink()
+        pairs.mkdir(exist_ok=True)
+        for entry in manifest["shards"]:
+            staged = mf.staged_path(self.path, entry["file"])
+            if staged.is_file():
+                final = mf.shard_path(self.path, entry["file"])
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, final)
+        if staging.is_dir():
+            shutil.rmtree(staging)  # what is left there was never committed
+        for folder in (self.path, pairs):
+            remove_stale_tmp(folder)
+        fsync_dir(pairs)
+
+    def close(self) -> None:
+        """Release the store's lock (when this writer took it)."""
+        if self._own_lock:
+            self.lock.release()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _is_shard_name(name: str) -> bool:
+    return name.startswith("shard-") and name.endswith(".parquet")
 
 
 def _check_same_settings(path: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -153,3 +254,22 @@ def _check_same_settings(path: Path, stored: dict[str, Any], wanted: dict[str, A
         detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {wanted.get(k)!r}" for k in differing)
         raise ValueError(f"{path} was written with other settings ({detail}); "
                          "rerun with the same settings to resume, or choose another output folder")
+
+
+def _check_same_model(path: Path, existing: dict[str, Any], model: dict[str, Any] | None) -> None:
+    """A resumed store must be continued by the model that started it (same config and weights)."""
+    stored = existing.get("model")
+    if stored is None:
+        if not existing["shards"]:
+            existing["model"] = model  # nothing generated yet: the model of this run starts it
+        return
+    if model is None:
+        return
+    if (stored.get("config_sha256"), stored.get("weights_sha256")) != (model.get("config_sha256"),
+                                                                       model.get("weights_sha256")):
+        raise ValueError(
+            f"{path} was generated by another model: {stored.get('path')} (weights sha256 "
+            f"{str(stored.get('weights_sha256'))[:12]}...), now {model.get('path')} (weights sha256 "
+            f"{str(model.get('weights_sha256'))[:12]}...); its pairs would mix two models: "
+            "use another output folder, or resume with the model that started it")
+    existing["model"] = model  # the same model, perhaps at another path

@@ -10,43 +10,59 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 1: shards beside manifest.json. 2: shards in pairs/ (a folder that reads as exactly the pairs),
+# each with its size and sha256 in the manifest, the model's fingerprint, field descriptions.
+SCHEMA_VERSION = 2
 
 _INT_LIST = pa.list_(pa.int32())
 # float32: the engine computes log-probs in fp32, so nothing is lost and the store halves.
 _FLOAT_LIST = pa.list_(pa.float32())
 
 
-def _response_fields(role: str) -> list[tuple[str, pa.DataType]]:
+def _response_fields(role: str) -> list[tuple[str, pa.DataType, str]]:
+    which = "the preferred response" if role == "chosen" else "the dispreferred response"
     return [
-        (f"{role}_text", pa.string()),
-        (f"{role}_token_ids", _INT_LIST),
-        (f"{role}_h", pa.float64()),
-        (f"{role}_seed", pa.int64()),
-        (f"{role}_cond_logprobs", _FLOAT_LIST),
-        (f"{role}_logprobs", _FLOAT_LIST),
-        (f"{role}_finish_reason", pa.string()),
-        (f"{role}_score", pa.float64()),
-        (f"{role}_segments", pa.int32()),
+        (f"{role}_text", pa.string(), f"text of {which}"),
+        (f"{role}_token_ids", _INT_LIST, f"token ids of {which}, as generated"),
+        (f"{role}_h", pa.float64(), "hallucination ratio h it was sampled with (weight of the image-free path)"),
+        (f"{role}_seed", pa.int64(), "its sampling seed"),
+        (f"{role}_cond_logprobs", _FLOAT_LIST,
+         "log p_cond(token) under the seed model at temperature 1, one per token: the DPO reference log-probs"),
+        (f"{role}_logprobs", _FLOAT_LIST, "log-prob of each token under the distribution actually sampled from"),
+        (f"{role}_finish_reason", pa.string(), "stop (end of sequence) or length (max_new_tokens reached)"),
+        (f"{role}_score", pa.float64(), "curated: CLIP score of the response; null if not scored"),
+        (f"{role}_segments", pa.int32(), "curated: number of sentences / sub-sentences scored"),
     ]
 
 
+_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("pair_id", pa.string(), "sha256(image path + newline + prompt), first 20 hex digits"),
+    ("image", pa.string(), "absolute path of the image file"),
+    ("image_hash", pa.string(), "the engine's hash of the decoded pixels (prefix caching, seeds)"),
+    ("image_sha256", pa.string(), "sha256 of the image file's bytes at generation"),
+    ("prompt", pa.string(), "the instruction"),
+    ("prompt_token_ids", _INT_LIST,
+     "conditional prompt as the engine fed it (chat template applied, image tokens expanded)"),
+    *_response_fields("chosen"),
+    *_response_fields("rejected"),
+    ("score_diff", pa.float64(), "curated: chosen_score - rejected_score (>= 0); null if unscored"),
+    ("swapped", pa.bool_(), "curated: true when CLIP preferred the engine's rejected (higher-h) response"),
+    ("split", pa.int32(), "curated: 0 (smallest score differences) .. splits-1; null if unscored"),
+    ("kept", pa.bool_(), "curated: selected for training"),
+]
+
+# The descriptions travel in every shard (Arrow field metadata, kept by Parquet), so a reader
+# with pandas or pyarrow alone can tell what a column means.
 SCHEMA = pa.schema(
-    [
-        ("pair_id", pa.string()),
-        ("image", pa.string()),
-        ("image_hash", pa.string()),
-        ("image_sha256", pa.string()),
-        ("prompt", pa.string()),
-        ("prompt_token_ids", _INT_LIST),
-        *_response_fields("chosen"),
-        *_response_fields("rejected"),
-        ("score_diff", pa.float64()),
-        ("swapped", pa.bool_()),
-        ("split", pa.int32()),
-        ("kept", pa.bool_()),
-    ]
+    [pa.field(name, kind, metadata={"description": text}) for name, kind, text in _FIELDS],
+    metadata={"judgefree.format": "judgefree-pairs", "judgefree.schema_version": str(SCHEMA_VERSION),
+              "judgefree.doc": "docs/pair_store.md"},
 )
+
+
+def describe_columns() -> dict[str, str]:
+    """Column name -> its description (as stored in the shards' schema)."""
+    return {name: text for name, _, text in _FIELDS}
 
 
 @dataclass(slots=True)

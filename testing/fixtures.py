@@ -117,6 +117,15 @@ def photo_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def fake_model_dir(tmp_path):
+    """A model folder with only a config: all that commands check before the (fake) engine loads."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture
 def photos_with_corrupt(tmp_path, photo_dir):
     """A folder with the photos plus one corrupt image file in the middle of the order."""
     folder = tmp_path / "images"

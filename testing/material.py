@@ -69,10 +69,10 @@ def make_record(i: int, chosen: float | None, rejected: float | None) -> PairRec
 
 def write_store(folder: Path, records: list[PairRecord], stage: str = "curated") -> Path:
     """A pair store holding ``records`` (curated ones marked kept)."""
-    writer = StoreWriter(folder, stage=stage, settings={"test": True}, overwrite=True)
     if stage == "curated":
         records = [dataclasses.replace(r, kept=True if r.kept is None else r.kept, split=0) for r in records]
-    writer.append(records)
+    with StoreWriter(folder, stage=stage, settings={"test": True}, overwrite=True) as writer:
+        writer.append(records)
     return folder
 
 

@@ -39,9 +39,14 @@ def main(argv: list[str] | None = None) -> int:
                               keep_checkpoints=args.keep_checkpoints)
         result = train_dpo(args.model, args.pairs, args.out, config, device=args.device,
                            progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"judgefree.train.launch: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        from judgefree.errors import exit_code, one_line
+
+        status = exit_code(err)  # what the user can act on: one line, no traceback
+        if status is None:
+            raise
+        print(f"judgefree.train.launch: error: {one_line(err)}", file=sys.stderr)
+        return status
     from judgefree.train.distributed import rank_info
 
     if rank_info().is_main:

@@ -56,7 +56,14 @@ def load_policy(path: str | os.PathLike, config: TrainConfig, device: torch.devi
     dtype = compute_dtype(config, device)
     # LoRA freezes the base, so it may live in the compute dtype; full fine-tuning keeps fp32 masters.
     weight_dtype = dtype if finetune == "lora" else torch.float32
-    model = architecture.transformers_class().from_pretrained(folder, dtype=weight_dtype, attn_implementation="sdpa")
+    try:
+        model = architecture.transformers_class().from_pretrained(folder, dtype=weight_dtype,
+                                                                  attn_implementation="sdpa")
+    except RuntimeError as err:
+        if "mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
+            raise
+        raise ValueError(f"{folder}: the shapes config.json describes do not match the weights (a config and "
+                         "weights of different models?); transformers' load report above lists them") from None
     if world_size == 1:
         model.to(device)
     model = prepare_for_training(model, architecture, config, device, finetune)

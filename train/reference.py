@@ -36,20 +36,12 @@ def sequence_key(prompt_ids: list[int], response_ids: list[int], image: str | No
 
 
 def model_fingerprint(folder: str | Path) -> str:
-    """Identity of a checkpoint folder: its config and the full bytes of every weight file.
+    """Identity of a checkpoint folder: its config and the full bytes of every weight file
+    (``judgefree.fingerprint``). Only computed when a store lacks reference log-probs, next to
+    a forward pass over every pair, so reading the weights once costs little."""
+    from judgefree.fingerprint import model_fingerprint as fingerprint
 
-    Only computed when a store lacks reference log-probs, next to a forward pass over every
-    pair, so reading the weights once costs little. A prefix would not do: the first tensors
-    of a file (embeddings, lm_head) are exactly the ones LoRA leaves untouched, so a model
-    and its LoRA-merged successor would share it."""
-    folder = Path(folder)
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for weights in sorted(folder.glob("*.safetensors")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}:".encode())
-        with open(weights, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
-    return digest.hexdigest()[:32]
+    return fingerprint(folder)["digest"]
 
 
 def missing(examples: list[DPOExample]) -> list[int]:

@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from judgefree.io import write_json_atomic
 from judgefree.train import distributed as D
-from judgefree.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from judgefree.errors import FolderLocked
+from judgefree.locks import FolderLock
+from judgefree.train.checkpoint import CHECKPOINTS, load_checkpoint, resume_point, save_checkpoint
 from judgefree.train.config import TrainConfig, resume_differences
 from judgefree.train.data import (DPOBatch, StepPlan, check_images_unchanged, collate, examples_digest,
                                   load_examples, micro_batches)
@@ -65,10 +67,29 @@ def train_dpo(model_path: str | Path, pairs_path: str | Path, out_dir: str | Pat
     start = time.perf_counter()
     out = Path(out_dir)
     ctx = D.setup(device)
+    lock = None
     try:
+        lock = _lock(out, ctx)
         return _Run(model_path, pairs_path, out, config, ctx, progress, after_step, start).run()
     finally:
+        if lock is not None:
+            lock.release()
         D.teardown(ctx)
+
+
+def _lock(out: Path, ctx: D.DistContext) -> FolderLock | None:
+    """Rank 0 locks ``out`` for the job (its other ranks are the same job); a refusal reaches
+    every rank, so none of them waits for a rank 0 that has stopped."""
+    lock, refusal = None, None
+    if ctx.is_main:
+        try:
+            lock = FolderLock(out).acquire()
+        except FolderLocked as err:
+            refusal = str(err)
+    refusal = D.broadcast_object(refusal, ctx)
+    if refusal is not None:
+        raise FolderLocked(refusal)
+    return lock
 
 
 def dpo_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches: Iterable[DPOBatch],
@@ -137,8 +158,12 @@ class _Run:
                 "learning_rate_resolved": self.config.resolved_learning_rate(world), **self.config.to_manifest()}
 
     def _check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse to continue a run made with other settings. Without a checkpoint or a result
+        there is nothing to continue (a run stopped by a check or killed before its first
+        checkpoint): its ``train.json`` is replaced, so a corrected rerun is never blocked."""
         path = self.out / "train.json"
-        if path.is_file():
+        progress = is_trained(self.out) or any((self.out / CHECKPOINTS).glob("step-*"))
+        if path.is_file() and progress:
             stored = json.loads(path.read_text())
             differing = resume_differences(stored, settings)
             if differing:
@@ -182,7 +207,7 @@ class _Run:
                                   num_warmup_steps=math.ceil(config.warmup_ratio * plan.total_steps))
         log = MetricsLog(self.out)
         first, metrics = 0, []
-        checkpoint = latest_checkpoint(self.out)
+        checkpoint = resume_point(self.out, ctx)
         if checkpoint is not None:
             state = load_checkpoint(checkpoint, policy, optimizer, scheduler, ctx)
             first, metrics = state["step"], state["metrics"]

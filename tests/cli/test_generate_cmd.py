@@ -31,11 +31,8 @@ def test_generate_is_a_registered_subcommand():
 
 
 @pytest.fixture
-def model_dir(tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return folder
+def model_dir(fake_model_dir):
+    return fake_model_dir
 
 
 @pytest.fixture
@@ -105,6 +102,6 @@ def test_generate_skips_corrupt_images_and_resumes(tmp_path, model_dir, images, 
 
     shutil.copy(images / "00_chelsea.png", images / "05_copy.png")  # a new image joins the folder
     assert _generate(model_dir, images, out, "--h-rejected", "gaussian:0.5,0.15", "--dtype", "float32",
-                     "--device", "cpu") == 0
+                     "--device", "cpu", "--chunk-size", "2") == 0
     assert "1 pairs generated, 3 already in" in capsys.readouterr().out
     assert list(PairStore(out).records())[:3] == records

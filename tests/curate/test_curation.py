@@ -94,7 +94,7 @@ def test_rerun_reselects_without_rescoring_and_guards_the_clip(generated, tmp_pa
     again = list(PairStore(out).records())
     assert {r.pair_id: r.score_diff for r in again} == first
     assert [r.kept for r in again] == [r.score_diff <= 0.05 for r in again]
-    assert len(list(out.glob("shard-*.parquet"))) == 1  # the replaced store's shard was removed
+    assert len(list((out / "pairs").glob("shard-*.parquet"))) == 1  # the replaced store's shard was removed
     with pytest.raises(ValueError, match="other settings"):
         curate_store(generated, out, tiny_scorer, Selection(), clip_settings={**CLIP, "kind": "cosine"}, progress=False)
 

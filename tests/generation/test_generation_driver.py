@@ -16,7 +16,7 @@ from judgefree.testing.material import SETTINGS
 
 from judgefree.generation.driver import GenerationSettings, generate_store, list_images
 from judgefree.store.records import file_sha256, record_from_pair
-from judgefree.store.pair_store import PairStore
+from judgefree.store.pair_store import PAIRS, STAGING, PairStore
 
 
 
@@ -77,7 +77,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, photos_
     assert [Path(s["image"]).name for s in PairStore(tmp_path / "resumed").skipped] == ["03_broken.png"]
     # a third run has nothing left but the corrupt image, and keeps listing it
     third = FakeEngine()
-    assert generate_store(third, images, tmp_path / "resumed", SETTINGS, progress=False).generated == 0
+    assert generate_store(third, images, tmp_path / "resumed", SETTINGS, chunk_size=2, progress=False).generated == 0
     assert [Path(p).name for call in third.calls for p in call] == ["03_broken.png"]
 
 
@@ -118,12 +118,14 @@ def test_resume_after_sigkill(tmp_path, photos_with_corrupt, where):
     assert result.returncode == -9, result.stderr
     stored = _records(out)
     assert 0 < len(stored) < len(images) - 1
-    if where == "before_commit":
-        assert len(list(out.glob("*.parquet"))) == len(PairStore(out).manifest["shards"]) + 1  # the orphan
+    assert len(list((out / PAIRS).glob("*.parquet"))) == len(PairStore(out).manifest["shards"])
+    if where == "before_commit":  # the orphan: written, never committed, invisible to folder readers
+        assert len(list((out / STAGING).glob("*.parquet"))) == 1
     generate_store(FakeEngine(), images, out, SETTINGS, chunk_size=2, progress=False)
     assert _records(out) == _records(tmp_path / "whole")
-    assert len(list(out.glob("*.parquet"))) == len(PairStore(out).manifest["shards"])
-    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    assert len(list((out / PAIRS).glob("*.parquet"))) == len(PairStore(out).manifest["shards"])
+    assert not (out / STAGING).exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, photo_dir):
@@ -167,3 +169,13 @@ def test_pair_with_mismatched_prompt_ids_is_refused(photo_dir):
     pair.rejected.prompt_token_ids = pair.rejected.prompt_token_ids + [7]
     with pytest.raises(ValueError, match="different prompt_token_ids"):
         record_from_pair(pair, image, "sha")
+
+
+def test_resume_with_another_chunk_size_is_refused(tmp_path, photo_dir):
+    images = list_images(photo_dir)
+    with pytest.raises(Interrupt):
+        generate_store(FakeEngine(), images, tmp_path, SETTINGS, chunk_size=2, progress=False,
+                       after_chunk=_stop_after(1))
+    with pytest.raises(ValueError, match="was generated with --chunk-size 2; resume with the same"):
+        generate_store(FakeEngine(), images, tmp_path, SETTINGS, chunk_size=3, progress=False)
+    assert len(_records(tmp_path)) == 2 and PairStore(tmp_path).manifest["chunk_size"] == 2

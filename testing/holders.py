@@ -1,0 +1,90 @@
+"""Other processes for the tests of locks and concurrent writers: a process holding a folder's
+lock (``hold_lock``) and a ``judgefree`` command run in a child process with the fake engine,
+optionally stopped at a chosen point (``run_cli``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from contextlib import contextmanager
+from pathlib import Path
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from judgefree.locks import FolderLock
+    lock = FolderLock(sys.argv[1], "holder for a test", name=sys.argv[2]).acquire()
+    print("locked", flush=True)
+    time.sleep(600)
+""")
+
+
+@contextmanager
+def hold_lock(folder: Path, name: str = ".judgefree.lock"):
+    """A child process holding ``folder``'s lock while the block runs; yields the process."""
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder), name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+
+
+# A judgefree command with the fake engine in place of the real one. KILL_AT ("module:function:n")
+# sends SIGKILL to the process on the n-th call of that function, before it runs; WAIT_FOR (a
+# path) makes the fake engine's first call wait until that file exists (after writing
+# WAIT_FOR + ".ready"), so a test can act while the command holds its lock.
+_CLI = textwrap.dedent("""
+    import importlib, os, signal, sys, time
+    from pathlib import Path
+    import judgefree.engine
+    from judgefree.testing.fake_engine import FakeEngine
+
+    wait_for = os.environ.get("WAIT_FOR")
+
+    class Engine(FakeEngine):
+        def generate_pairs(self, *args, **kwargs):
+            if wait_for and not self.calls:
+                Path(wait_for + ".ready").write_text("ready")
+                while not Path(wait_for).exists():
+                    time.sleep(0.05)
+            return super().generate_pairs(*args, **kwargs)
+
+    judgefree.engine.Engine = Engine
+    kill_at = os.environ.get("KILL_AT")
+    if kill_at:
+        module_name, name, nth = kill_at.split(":")
+        module = importlib.import_module(module_name)
+        owner, attr = (getattr(module, name.split(".")[0]), name.split(".")[1]) if "." in name else (module, name)
+        original, calls = getattr(owner, attr), []
+
+        def dying(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == int(nth):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args, **kwargs)
+
+        setattr(owner, attr, dying)
+    from judgefree.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def cli_command(argv: list[str]) -> list[str]:
+    return [sys.executable, "-c", _CLI, *argv]
+
+
+def run_cli(argv: list[str], *, kill_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``judgefree ARGV`` in a child process (fake engine); ``kill_at`` as described above."""
+    env = {**os.environ, **({"KILL_AT": kill_at} if kill_at else {})}
+    env.pop("WAIT_FOR", None)
+    return subprocess.run(cli_command(argv), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(argv: list[str], wait_for: Path) -> subprocess.Popen:
+    """``judgefree ARGV`` in a child process whose fake engine waits for ``wait_for`` to exist."""
+    env = {**os.environ, "WAIT_FOR": str(wait_for)}
+    env.pop("KILL_AT", None)
+    return subprocess.Popen(cli_command(argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
