@@ -30,7 +30,7 @@ from judgefree.curate.histogram import write_histogram
 from judgefree.store.records import PairRecord
 from judgefree.curate.selection import Selection, kept_ranges, select, summarize
 from judgefree.errors import DamagedFile, FolderLocked
-from judgefree.io import remove_stale_tmp, write_atomic, write_json_atomic
+from judgefree.io import read_parquet, remove_stale_tmp, write_atomic, write_json_atomic
 from judgefree.locks import FolderLock, describe_holder, holder_of
 from judgefree.store.manifest import MANIFEST, load_json
 from judgefree.store.pair_store import PairStore, StoreWriter
@@ -104,7 +104,7 @@ class ScoreLog:
             data = path.read_bytes()
             if "sha256" in part and (len(data) != part.get("bytes") or hashlib.sha256(data).hexdigest() != part["sha256"]):
                 raise ValueError("size or sha256 differs from the one recorded when it was written")
-            table = pq.read_table(pa.BufferReader(data), schema=_SCORE_SCHEMA)
+            table = read_parquet(data, schema=_SCORE_SCHEMA)
             if "rows" in part and table.num_rows != part["rows"]:
                 raise ValueError(f"{table.num_rows} rows, {part['rows']} recorded")
             return table

@@ -85,6 +85,21 @@ def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def read_parquet(source: str | os.PathLike | bytes, **options: Any):
+    """``pyarrow.parquet.read_table`` on a path or the file's bytes, single-threaded.
+
+    Arrow's threaded reader can abort the interpreter at exit (std::terminate in its thread
+    pool's teardown, apache/arrow#34314: seen here in about 1 of 12 runs whose stderr is a
+    pipe); every file read here is one modest shard, so threads buy little.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(source, bytes):
+        source = pa.BufferReader(source)
+    return pq.read_table(source, use_threads=False, **options)
+
+
 def printable_path(path: str | os.PathLike) -> str:
     """``path`` as valid UTF-8 text: bytes of a file name that are not UTF-8 become ``\\xNN``
     (a listing or a manifest can always hold it)."""

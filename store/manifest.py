@@ -172,7 +172,8 @@ def read_shard(store: Path, entry: dict[str, Any], stage: Any, columns: list[str
                verify: bool = True):
     """The rows of one listed shard as an Arrow table, after checking size, sha256 and row count."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from judgefree.io import read_parquet
 
     path = locate(store, entry)
     if path is None:
@@ -182,7 +183,7 @@ def read_shard(store: Path, entry: dict[str, Any], stage: Any, columns: list[str
     if verify:
         check_bytes(store, entry, data, stage)
     try:
-        table = pq.read_table(pa.BufferReader(data), columns=columns, schema=SCHEMA)
+        table = read_parquet(data, columns=columns, schema=SCHEMA)
     except (pa.ArrowException, OSError) as err:
         raise DamagedFile(f"pair store {store}: shard {entry['file']} is not a readable pair shard ({err}). "
                           f"Repair: {repair_hint(stage)}") from None

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from judgefree.io import write_atomic
+from judgefree.io import read_parquet, write_atomic
 from judgefree.train.data import DPOExample
 
 REFERENCE_FILE = "reference_logprobs.parquet"
@@ -52,7 +52,7 @@ def missing(examples: list[DPOExample]) -> list[int]:
 def _load(path: Path, fingerprint: str) -> dict[str, list[float]]:
     if not path.is_file():
         return {}
-    table = pq.read_table(path)
+    table = read_parquet(path)
     meta = table.schema.metadata or {}
     if meta.get(b"model_fingerprint", b"").decode() != fingerprint:
         return {}  # computed with another model: useless as this run's reference
