@@ -18,6 +18,7 @@ from judgefree.kernels.linear_logprobs_torch import linear_logprobs_chunked
 Backend = Literal["auto", "triton", "torch"]
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+FILTER_EPS = 2.0**-12  # a documented filtering threshold (see ``linear_logprobs``)
 
 
 def linear_logprobs(
@@ -27,6 +28,8 @@ def linear_logprobs(
     *,
     ignore_index: int = -100,
     backend: Backend = "auto",
+    deterministic: bool = False,
+    filter_eps: float | None = None,
 ) -> torch.Tensor:
     """log_softmax(hidden @ weight.T)[i, targets[i]] as float32 [N], without [N, V] logits.
 
@@ -49,7 +52,8 @@ def linear_logprobs(
         return linear_logprobs_chunked(hidden, weight, targets, ignore_index)
     from judgefree.kernels.linear_logprobs_triton import linear_logprobs_triton
 
-    return linear_logprobs_triton(hidden, weight, targets, ignore_index)
+    return linear_logprobs_triton(hidden, weight, targets, ignore_index, deterministic=deterministic,
+                                  filter_eps=filter_eps)
 
 
 def _validate(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:

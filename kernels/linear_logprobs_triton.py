@@ -28,54 +28,37 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from judgefree.kernels._backend import triton_interpreting
+from judgefree.kernels.linear_logprobs_tiles import grad_logit_tile, logit_tile, tile_matters
 
 INTERPRETED = triton_interpreting()
 
 
 @triton.jit
-def _logit_tile(
-    hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv,
-    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """[BLOCK_N, BLOCK_V] float32 logits hidden[rows] @ weight[cols].T, looping over H."""
-    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
-    for h0 in range(0, H, BLOCK_H):
-        ks = h0 + tl.arange(0, BLOCK_H)
-        k_ok = ks < H
-        x = tl.load(hidden_ptr + rows[:, None] * stride_hn + ks[None, :],
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(weight_ptr + cols[:, None] * stride_wv + ks[None, :],
-                    mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-        if UPCAST:  # the interpreter's bf16 tl.dot is wrong: multiply in float32 there
-            x = x.to(tl.float32)
-            w = w.to(tl.float32)
-        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
-    return acc
-
-
-@triton.jit
 def _forward_kernel(
-    hidden_ptr, weight_ptr, targets_ptr, lse_part_ptr, target_part_ptr,
-    N, V, H, stride_hn, stride_wv, blocks_per_split,
+    hidden_ptr, weight_ptr, targets_ptr, lse_part_ptr, target_logit_ptr,
+    N, V, H, stride_hn, stride_wv, v_blocks, splits,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    split = tl.program_id(1)
+    # The split is the fastest-varying index: the CTAs running side by side are the splits of
+    # a few token blocks, so they share those blocks' X tiles in L2 instead of all of X.
+    pid = tl.program_id(0)
+    split = pid % splits
+    pid_n = pid // splits
     rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     row_ok = rows < N
     targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
     running_max = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
     running_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
     target_logit = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    v_begin = split * blocks_per_split * BLOCK_V
-    v_end = tl.minimum(v_begin + blocks_per_split * BLOCK_V, V)
-    for v0 in range(v_begin, v_end, BLOCK_V):
+    # Balanced ranges: split sizes differ by at most one vocab block.
+    b_begin = split * v_blocks // splits
+    b_end = (split + 1) * v_blocks // splits
+    for v0 in range(b_begin * BLOCK_V, b_end * BLOCK_V, BLOCK_V):
         cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
         col_ok = cols < V
-        logits = _logit_tile(hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn,
-                             stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
+        logits = logit_tile(hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn,
+                            stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
         logits = tl.where(col_ok[None, :], logits, float("-inf"))
         new_max = tl.maximum(running_max, tl.max(logits, axis=1))
         running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(
@@ -83,18 +66,19 @@ def _forward_kernel(
         running_max = new_max
         is_target = cols[None, :] == targets[:, None]
         target_logit += tl.sum(tl.where(is_target, logits, 0.0), axis=1)
-    out = split * N + rows
-    tl.store(lse_part_ptr + out, running_max + tl.log(running_sum), mask=row_ok)
-    tl.store(target_part_ptr + out, target_logit, mask=row_ok)
+    tl.store(lse_part_ptr + split * N + rows, running_max + tl.log(running_sum), mask=row_ok)
+    # Exactly one split holds each row's target: it alone writes the target logit (no sum).
+    owns = (targets >= b_begin * BLOCK_V) & (targets < b_end * BLOCK_V)
+    tl.store(target_logit_ptr + rows, target_logit, mask=row_ok & owns)
 
 
 @triton.jit
 def _backward_kernel(
     hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, grad_hidden_ptr, grad_weight_ptr,
-    N, V, H, stride_hn, stride_wv, stride_ghn, stride_gwv,
+    N, V, H, stride_hn, stride_wv, stride_ghn, stride_gwv, filter_eps,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, GROUP_N: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    NEED_HIDDEN: tl.constexpr, NEED_WEIGHT: tl.constexpr,
+    NEED_HIDDEN: tl.constexpr, NEED_WEIGHT: tl.constexpr, FILTER: tl.constexpr,
 ):
     # Grouped order: GROUP_N token blocks sweep the vocab together, so weight tiles are
     # reused from L2 while they are hot.
@@ -117,14 +101,15 @@ def _backward_kernel(
     if tl.max(tl.abs(grad), axis=0) == 0.0:
         return  # every row ignored (prompt, padding) or without upstream gradient: exact skip
 
-    logits = _logit_tile(hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn,
-                         stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
-    probs = tl.where(col_ok[None, :], tl.exp(logits - lse[:, None]), 0.0)
-    onehot = tl.where(cols[None, :] == targets[:, None], 1.0, 0.0)
-    d_logits = (onehot - probs) * grad[:, None]
+    delta = grad_logit_tile(hidden_ptr, weight_ptr, targets, lse, rows, cols, row_ok, col_ok, H,
+                            stride_hn, stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
+    if not tile_matters(delta, grad, filter_eps, FILTER):
+        return  # gradient filtering: every d logit of this tile is negligible
+    d_logits = delta * grad[:, None]
     if not UPCAST:  # tensor-core operands in the input dtype, float32 accumulation
         d_logits = d_logits.to(hidden_ptr.dtype.element_ty)
 
+    # The adds commute, so no ordering is needed: relaxed reductions (REDG), no fences.
     for h0 in range(0, H, BLOCK_H):
         ks = h0 + tl.arange(0, BLOCK_H)
         k_ok = ks < H
@@ -135,7 +120,7 @@ def _backward_kernel(
                 w = w.to(tl.float32)
             part = tl.dot(d_logits, w, input_precision=DOT_PRECISION)
             tl.atomic_add(grad_hidden_ptr + rows[:, None] * stride_ghn + ks[None, :], part,
-                          mask=row_ok[:, None] & k_ok[None, :])
+                          mask=row_ok[:, None] & k_ok[None, :], sem="relaxed")
         if NEED_WEIGHT:
             x = tl.load(hidden_ptr + rows[:, None] * stride_hn + ks[None, :],
                         mask=row_ok[:, None] & k_ok[None, :], other=0.0)
@@ -143,12 +128,13 @@ def _backward_kernel(
                 x = x.to(tl.float32)
             part = tl.dot(tl.trans(d_logits), x, input_precision=DOT_PRECISION)
             tl.atomic_add(grad_weight_ptr + cols[:, None] * stride_gwv + ks[None, :], part,
-                          mask=col_ok[:, None] & k_ok[None, :])
+                          mask=col_ok[:, None] & k_ok[None, :], sem="relaxed")
 
 
 @dataclass(slots=True, frozen=True)
 class KernelConfig:
-    """Tile sizes and launch settings; ``vocab_splits=None`` picks enough to fill the device."""
+    """Tile sizes and launch settings. ``vocab_splits`` (forward; the deterministic grad_hidden
+    kernel) and ``token_splits`` (the deterministic grad_weight kernel): None picks whole waves."""
 
     block_n: int
     block_v: int
@@ -157,6 +143,7 @@ class KernelConfig:
     num_stages: int = 3
     group_n: int = 8
     vocab_splits: int | None = None
+    token_splits: int | None = None
 
 
 # Tensor-core tiles for the GPU (the sm_90 compile test builds exactly these).
@@ -168,17 +155,29 @@ def default_config(n_tokens: int, vocab: int, hidden_size: int) -> KernelConfig:
     per block iteration)."""
     if INTERPRETED:
         fit = lambda size, cap: max(16, min(cap, triton.next_power_of_2(size)))  # noqa: E731
-        return KernelConfig(fit(n_tokens, 64), fit(vocab, 512), fit(hidden_size, 128), vocab_splits=1)
+        return KernelConfig(fit(n_tokens, 64), fit(vocab, 512), fit(hidden_size, 128), vocab_splits=1,
+                            token_splits=1)
     return GPU_CONFIG
 
 
-def _vocab_splits(config: KernelConfig, n_blocks: int, v_blocks: int, device: torch.device) -> int:
-    if config.vocab_splits is not None:
-        return max(1, min(config.vocab_splits, v_blocks))
+def wave_splits(outer_blocks: int, inner_blocks: int, sms: int) -> int:
+    """Splits of the inner loop (1..inner_blocks) that minimise the makespan of
+    ``outer_blocks * splits`` equal CTAs on ``sms`` SMs, each running ceil(inner / splits)
+    tiles: whole waves of balanced work. Ties go to fewer splits (less partial state)."""
+    best, best_span = 1, None
+    for splits in range(1, inner_blocks + 1):
+        span = triton.cdiv(outer_blocks * splits, sms) * triton.cdiv(inner_blocks, splits)
+        if best_span is None or span < best_span:
+            best, best_span = splits, span
+    return best
+
+
+def _splits(requested: int | None, outer_blocks: int, inner_blocks: int, device: torch.device) -> int:
+    if requested is not None:
+        return max(1, min(requested, inner_blocks))
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(v_blocks, triton.cdiv(2 * sms, n_blocks)))
+    return wave_splits(outer_blocks, inner_blocks, torch.cuda.get_device_properties(device).multi_processor_count)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -192,35 +191,40 @@ def _upcast(dtype: torch.dtype) -> bool:
 
 
 def forward_lse(
-    hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, config: KernelConfig
+    hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, config: KernelConfig,
+    deterministic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-sum-exp of the logits and the target logit, both float32 [N]."""
+    """Per-token log-sum-exp of the logits and the target logit, both float32 [N].
+
+    ``deterministic``: one split per vocab block, whatever ``config.vocab_splits`` says, so the
+    [v_blocks, N] partials and their fixed-order combine do not depend on the split count."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     n_blocks = triton.cdiv(n_tokens, config.block_n)
     v_blocks = triton.cdiv(vocab, config.block_v)
-    splits = _vocab_splits(config, n_blocks, v_blocks, hidden.device)
-    blocks_per_split = triton.cdiv(v_blocks, splits)
-    splits = triton.cdiv(v_blocks, blocks_per_split)  # no empty split
+    splits = v_blocks if deterministic else _splits(config.vocab_splits, n_blocks, v_blocks, hidden.device)
     lse_part = torch.empty((splits, n_tokens), dtype=torch.float32, device=hidden.device)
-    target_part = torch.empty_like(lse_part)
-    _forward_kernel[(n_blocks, splits)](
-        hidden, weight, safe_targets, lse_part, target_part,
-        n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0), blocks_per_split,
+    target_logit = torch.empty(n_tokens, dtype=torch.float32, device=hidden.device)
+    _forward_kernel[(n_blocks * splits,)](
+        hidden, weight, safe_targets, lse_part, target_logit,
+        n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0), v_blocks, splits,
         BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
         UPCAST=_upcast(hidden.dtype), DOT_PRECISION=_dot_precision(hidden.dtype),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if splits == 1:
-        return lse_part[0], target_part[0]
-    return torch.logsumexp(lse_part, dim=0), target_part.sum(dim=0)
+        return lse_part[0], target_logit
+    return torch.logsumexp(lse_part, dim=0), target_logit
 
 
 def backward_grads(
     hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, lse: torch.Tensor,
     grad: torch.Tensor, config: KernelConfig, need_hidden: bool, need_weight: bool,
+    filter_eps: float | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """grad_hidden [N, H] and grad_weight [V, H] (float32) for upstream per-token ``grad``."""
+    """grad_hidden [N, H] and grad_weight [V, H] (float32) for upstream per-token ``grad``,
+    accumulated with relaxed atomics (run-to-run order differences at float32 rounding).
+    A frozen weight (``need_weight=False``) gets no buffer and no dW work at all."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     grad_hidden = torch.zeros((n_tokens, hidden_size), dtype=torch.float32, device=hidden.device) \
@@ -233,11 +237,11 @@ def backward_grads(
         hidden, weight, safe_targets, lse, grad,
         grad_hidden if need_hidden else dummy, grad_weight if need_weight else dummy,
         n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0),
-        hidden_size, hidden_size,
+        hidden_size, hidden_size, float(filter_eps or 0.0),
         BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
         GROUP_N=config.group_n, UPCAST=_upcast(hidden.dtype),
         DOT_PRECISION=_dot_precision(hidden.dtype),
-        NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight,
+        NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, FILTER=filter_eps is not None,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return grad_hidden, grad_weight
@@ -247,12 +251,13 @@ class LinearLogprobsTriton(torch.autograd.Function):
     """Autograd wrapper: saves only the inputs and the [N] log-sum-exp."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index: int, config: KernelConfig):
+    def forward(ctx, hidden, weight, targets, ignore_index: int, config: KernelConfig,
+                deterministic: bool = False, filter_eps: float | None = None):
         valid = targets != ignore_index
         safe_targets = torch.where(valid, targets, 0)
-        lse, target_logit = forward_lse(hidden, weight, safe_targets, config)
+        lse, target_logit = forward_lse(hidden, weight, safe_targets, config, deterministic)
         ctx.save_for_backward(hidden, weight, safe_targets, valid, lse)
-        ctx.config = config
+        ctx.options = (config, deterministic, filter_eps)
         logp = target_logit - lse
         return torch.where(valid, logp, torch.zeros_like(logp))
 
@@ -260,29 +265,41 @@ class LinearLogprobsTriton(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         hidden, weight, safe_targets, valid, lse = ctx.saved_tensors
+        config, deterministic, filter_eps = ctx.options
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad = torch.where(valid, grad_out.float(), torch.zeros((), device=grad_out.device)).contiguous()
-        grad_hidden, grad_weight = backward_grads(
-            hidden, weight, safe_targets, lse, grad, ctx.config, need_hidden, need_weight)
+        if deterministic:
+            from judgefree.kernels.linear_logprobs_deterministic import deterministic_backward_grads
+
+            grad_hidden, grad_weight = deterministic_backward_grads(
+                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps)
+        else:
+            grad_hidden, grad_weight = backward_grads(
+                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps)
         if grad_hidden is not None:
             grad_hidden = grad_hidden.to(hidden.dtype)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def linear_logprobs_triton(
     hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
-    config: KernelConfig | None = None,
+    config: KernelConfig | None = None, *, deterministic: bool = False, filter_eps: float | None = None,
 ) -> torch.Tensor:
-    """Per-token log p(target) with the Triton kernels (inputs assumed valid, row-major)."""
+    """Per-token log p(target) with the Triton kernels (inputs assumed valid, row-major).
+
+    ``deterministic``: bit-identical results across runs and split counts (no atomics; slower,
+    O(splits * (N + V) * H) int64 partials). ``filter_eps``: gradient filtering (see
+    ``linear_logprobs``)."""
     if hidden.stride(-1) != 1:
         hidden = hidden.contiguous()
     if weight.stride(-1) != 1:
         weight = weight.contiguous()
     if config is None:
         config = default_config(hidden.shape[0], weight.shape[0], hidden.shape[1])
-    return LinearLogprobsTriton.apply(hidden, weight, targets.contiguous(), ignore_index, config)
+    return LinearLogprobsTriton.apply(hidden, weight, targets.contiguous(), ignore_index, config,
+                                      deterministic, filter_eps)
 
 
 # CTAs per SM the GPU tiles are designed for: one 128 x 128 tile per SM, 8 warps (two warpgroups).

@@ -1,0 +1,56 @@
+"""Tile helpers shared by the linear_logprobs kernels (``linear_logprobs_triton`` and
+``linear_logprobs_deterministic``): one [BLOCK_N, BLOCK_V] logit tile, and its
+d logp / d logits = onehot - softmax.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def logit_tile(
+    hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """[BLOCK_N, BLOCK_V] float32 logits hidden[rows] @ weight[cols].T, looping over H."""
+    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        ks = h0 + tl.arange(0, BLOCK_H)
+        k_ok = ks < H
+        x = tl.load(hidden_ptr + rows[:, None] * stride_hn + ks[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(weight_ptr + cols[:, None] * stride_wv + ks[None, :],
+                    mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        if UPCAST:  # the interpreter's bf16 tl.dot is wrong: multiply in float32 there
+            x = x.to(tl.float32)
+            w = w.to(tl.float32)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def grad_logit_tile(
+    hidden_ptr, weight_ptr, targets, lse, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """onehot - softmax on one tile, recomputed from the saved log-sum-exp (0 off the vocab)."""
+    logits = logit_tile(hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv,
+                        BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
+    probs = tl.where(col_ok[None, :], tl.exp(logits - lse[:, None]), 0.0)
+    onehot = tl.where(cols[None, :] == targets[:, None], 1.0, 0.0)
+    return onehot - probs
+
+
+@triton.jit
+def tile_matters(delta, grad, filter_eps, FILTER: tl.constexpr):
+    """False when gradient filtering is on and every |onehot - softmax| of the tile's rows
+    that carry gradient is below ``filter_eps``: the tile's d logits are dropped."""
+    if FILTER:
+        live = tl.where((grad != 0.0)[:, None], tl.abs(delta), 0.0)
+        return tl.max(tl.max(live, axis=1), axis=0) >= filter_eps
+    else:
+        return True
