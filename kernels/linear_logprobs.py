@@ -38,8 +38,23 @@ def linear_logprobs(
     and ``weight``. ``backend="auto"`` runs Triton on CUDA tensors and PyTorch elsewhere;
     ``"triton"`` also runs on CPU tensors under TRITON_INTERPRET=1. float64 inputs (torch
     backend only) give a float64 result.
+
+    ``deterministic=True``: the Triton backward uses no atomics and gives bit-identical
+    gradients across runs and split counts (slower; see ``linear_logprobs_deterministic``).
+    The PyTorch path has no atomics either way.
+
+    ``filter_eps``: gradient filtering (Cut Cross-Entropy's idea). A backward tile of
+    [token block, vocab block] whose every |onehot - softmax| is below ``filter_eps`` on the
+    rows with gradient is skipped. Bound: the dropped part of grad_hidden[n, h] is at most
+    |g_n| * max_v |W[v, h]| * (sum of the skipped |onehot - p_nv|, each < filter_eps), and of
+    grad_weight[v, h] at most sum_n |g_n| |X[n, h]| |onehot - p_nv| over the skipped entries;
+    the forward values are unaffected. ``FILTER_EPS`` (2^-12) is a threshold below bf16's
+    resolution of the largest entries (|onehot - p| up to 1). None (the default) is exact;
+    the PyTorch path ignores it (exact is within any bound).
     """
     targets = _validate(hidden, weight, targets, ignore_index)
+    if filter_eps is not None and not 0.0 < filter_eps < 1.0:
+        raise ValueError(f"filter_eps must be None or in (0, 1), got {filter_eps}")
     if backend == "triton" and hidden.dtype not in _TRITON_DTYPES:
         raise ValueError(f"backend='triton' takes float16/bfloat16/float32 hidden, got {hidden.dtype}")
     if backend == "auto" and hidden.dtype not in _TRITON_DTYPES:

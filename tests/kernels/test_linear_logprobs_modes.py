@@ -1,0 +1,166 @@
+"""linear_logprobs' Triton modes: deterministic (no atomics), gradient filtering, split choice.
+
+References: the float64 eager formula ``linear_logprobs_eager`` for values and gradients
+(tolerance 1e-4 of the values' scale in float32, 2e-2 for bf16); the deterministic mode is
+compared bit for bit with itself across runs and split counts; the filtered gradients against
+the unfiltered ones within the bound documented in ``linear_logprobs`` (computed here from the
+float64 softmax).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from judgefree.kernels.linear_logprobs import linear_logprobs
+from judgefree.kernels.linear_logprobs_ref import linear_logprobs_eager
+from judgefree.kernels.linear_logprobs_triton import (
+    KernelConfig,
+    backward_grads,
+    forward_lse,
+    linear_logprobs_triton,
+    wave_splits,
+)
+
+IGNORE = -100
+
+
+def _inputs(n, h, v, *, seed, dtype=torch.float32, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = (torch.randn(n, h, generator=gen) * scale).to(dtype)
+    weight = (torch.randn(v, h, generator=gen) / h**0.5 * 3).to(dtype)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    targets[torch.randperm(n, generator=gen)[:2]] = IGNORE
+    targets[-1] = v - 1  # inside the ragged last vocab tile
+    grad_out = torch.randn(n, generator=gen)
+    return hidden, weight, targets, grad_out
+
+
+def _run(fn, hidden, weight, targets, grad_out, train_weight=True):
+    hidden = hidden.detach().clone().requires_grad_()
+    weight = weight.detach().clone().requires_grad_(train_weight)
+    out = fn(hidden, weight, targets)
+    out.backward(grad_out.to(out.dtype))
+    return out.detach(), hidden.grad, weight.grad
+
+
+def _close(actual, expected, rel):
+    scale = expected.abs().max().clamp(min=1.0)
+    torch.testing.assert_close(actual.double(), expected.double(), atol=rel * float(scale), rtol=rel)
+
+
+def _config(vocab_splits, token_splits):
+    # Small tiles: several hidden blocks, 8 vocab blocks (the last ragged), 3 token blocks.
+    return KernelConfig(block_n=16, block_v=128, block_h=32, vocab_splits=vocab_splits, token_splits=token_splits)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_deterministic_is_bit_identical_across_runs_and_split_counts(dtype, fresh_seed):
+    hidden, weight, targets, grad_out = _inputs(37, 67, 1000, seed=fresh_seed, dtype=dtype)
+    results = []
+    for vocab_splits, token_splits in ((1, 1), (3, 2), (3, 2)):  # the last one twice: two runs
+        fn = lambda h, w, t: linear_logprobs_triton(  # noqa: E731
+            h, w, t, IGNORE, _config(vocab_splits, token_splits), deterministic=True)
+        results.append(_run(fn, hidden, weight, targets, grad_out))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+    truth = _run(lambda h, w, t: linear_logprobs_eager(h, w, t, IGNORE),
+                 hidden.double(), weight.double(), targets, grad_out)
+    rel = 1e-4 if dtype == torch.float32 else 2e-2
+    _close(results[0][0], truth[0], 1e-4)
+    _close(results[0][1], truth[1], rel)
+    _close(results[0][2], truth[2], rel)
+    assert torch.all(results[0][1][targets == IGNORE] == 0)
+
+
+def test_deterministic_frozen_weight_and_extreme_logits(fresh_seed):
+    # Logits in the thousands (one-hot softmax) and a frozen lm_head: no weight gradient.
+    hidden, weight, targets, grad_out = _inputs(23, 40, 333, seed=fresh_seed, scale=400.0)
+    fn = lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, _config(2, 2), deterministic=True)  # noqa: E731
+    out, g_hidden, g_weight = _run(fn, hidden, weight, targets, grad_out, train_weight=False)
+    ref, r_hidden, _ = _run(lambda h, w, t: linear_logprobs_eager(h, w, t, IGNORE),
+                            hidden.double(), weight.double(), targets, grad_out, train_weight=False)
+    assert g_weight is None and torch.isfinite(g_hidden).all()
+    _close(out, ref, 1e-5)
+    _close(g_hidden, r_hidden, 1e-4)
+
+
+def test_frozen_weight_gets_no_weight_buffer(fresh_seed):
+    hidden, weight, targets, grad_out = _inputs(20, 32, 300, seed=fresh_seed)
+    safe = torch.where(targets == IGNORE, 0, targets)
+    config = _config(1, 1)
+    lse, _ = forward_lse(hidden, weight, safe, config)
+    grad = torch.where(targets == IGNORE, 0.0, grad_out)
+    g_hidden, g_weight = backward_grads(hidden, weight, safe, lse, grad, config, True, False)
+    assert g_weight is None
+    _, r_hidden, _ = _run(lambda h, w, t: linear_logprobs_eager(h, w, t, IGNORE),
+                          hidden.double(), weight.double(), targets, grad_out, train_weight=False)
+    _close(g_hidden, r_hidden, 1e-4)
+
+
+def _filter_bounds(hidden, weight, targets, grad_out, eps, p_err=1e-5):
+    """The documented bound of the dropped gradient, from the float64 softmax: every entry
+    with |onehot - p| < eps may be dropped, nothing else. The kernel decides on its float32 p,
+    which is within ``p_err`` of the float64 one here (logits up to ~60, exp's relative error
+    ~1e-7 times the logit), so entries are widened by it."""
+    valid = targets != IGNORE
+    logits = hidden.double() @ weight.double().T
+    delta = torch.nn.functional.one_hot(torch.where(valid, targets, 0), weight.shape[0]).double() \
+        - torch.softmax(logits, dim=1)
+    g = torch.where(valid, grad_out.double(), 0.0)
+    small = torch.where(delta.abs() < eps + p_err, delta.abs() + p_err, 0.0) * g.abs()[:, None]  # [N, V]
+    bound_hidden = small.sum(1)[:, None] * weight.double().abs().amax(0)[None, :]
+    bound_weight = small.T @ hidden.double().abs()
+    return bound_hidden, bound_weight, delta, g
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_filtered_gradients_stay_within_the_documented_bound(deterministic, fresh_seed):
+    # A confident model: most targets are the argmax with p ~ 1, so most tiles are negligible.
+    hidden, weight, targets, grad_out = _inputs(48, 40, 700, seed=fresh_seed, scale=0.1)
+    hidden += 6.0 * weight[torch.where(targets == IGNORE, 0, targets)]  # each row points at its target
+    targets[5] = (targets[5] + 350) % 700 if targets[5] != IGNORE else 3  # one unlikely target: kept
+    eps = 1e-3
+    config = KernelConfig(block_n=16, block_v=128, block_h=64, vocab_splits=2, token_splits=2)
+    exact = _run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, config, deterministic=deterministic),
+                 hidden, weight, targets, grad_out)
+    filtered = _run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, config, deterministic=deterministic,
+                                                           filter_eps=eps),
+                    hidden, weight, targets, grad_out)
+    bound_hidden, bound_weight, delta, g = _filter_bounds(hidden, weight, targets, grad_out, eps)
+    # The filter has something to drop (tiles whose rows with gradient are all below eps) ...
+    tiles = (delta.abs() * (g != 0)[:, None]).reshape(3, 16, -1)
+    tiles = torch.nn.functional.pad(tiles, (0, 768 - 700)).reshape(3, 16, 6, 128).amax(dim=(1, 3))
+    assert int((tiles < eps).sum()) >= 9
+    assert not torch.equal(filtered[2], exact[2])
+    # ... the values are untouched and the gradients move by no more than the bound.
+    assert torch.equal(filtered[0], exact[0])
+    slack = 1e-6 * max(1.0, float(exact[1].abs().max()))  # float32 rounding of the exact path
+    assert torch.all((filtered[1] - exact[1]).double().abs() <= bound_hidden + slack)
+    slack = 1e-6 * max(1.0, float(exact[2].abs().max()))
+    assert torch.all((filtered[2] - exact[2]).double().abs() <= bound_weight + slack)
+
+
+def test_filter_eps_is_validated():
+    hidden, weight, targets = torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0, 1, 2])
+    for bad in (0.0, 1.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="filter_eps"):
+            linear_logprobs(hidden, weight, targets, filter_eps=bad)
+    # The PyTorch path is exact, hence within any bound: the option is accepted there.
+    exact = linear_logprobs(hidden, weight, targets, backend="torch")
+    assert torch.equal(linear_logprobs(hidden, weight, targets, backend="torch", filter_eps=1e-3), exact)
+
+
+@pytest.mark.parametrize("outer, inner", [(64, 250), (64, 384), (47, 251), (1, 250), (132, 250), (3, 7)])
+def test_wave_splits_fill_whole_waves(outer, inner):
+    """The makespan (waves x tiles per CTA) is within 10% of perfect balance, or no worse than
+    one tile per CTA, for the issue's shapes (N=8192 in 128-token blocks; V=32000 and 49152 in
+    128-wide blocks) and awkward ones."""
+    sms = 132
+    splits = wave_splits(outer, inner, sms)
+    assert 1 <= splits <= inner
+    waves = -(-outer * splits // sms)
+    span = waves * -(-inner // splits)
+    ideal = outer * inner / sms
+    assert span <= max(1.1 * ideal, ideal + 1)
