@@ -163,11 +163,13 @@ def linear_logprobs_forward(record: dict, tokens: int, hidden: int, vocab: int, 
     bn, bv, bh = (case["args"][k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H"))
     n_blocks, v_blocks = math.ceil(tokens / bn), math.ceil(vocab / bv)
     programs = math.prod(case["grid"])
+    splits = case["args"]["splits"]
     resident = _resident(record, programs)
     weight = vocab * hidden * dtype_bytes
-    # Token blocks of one vocab split run side by side (program id 0 is the token block), so
-    # they share each weight tile in L2: the weight streams from HBM once per wave of them.
-    hbm = tokens * hidden * dtype_bytes + weight * math.ceil(n_blocks / resident) + 2 * 4 * tokens * case["grid"][1]
+    # The splits of a token block run side by side (the split is the fastest program index), so
+    # a wave holds all splits of resident / splits token blocks: the weight streams from HBM
+    # once per wave, X once. Outputs: the [splits, N] log-sum-exp partials and the target logit.
+    hbm = tokens * hidden * dtype_bytes + weight * math.ceil(programs / resident) + 4 * tokens * (splits + 1)
     l2 = n_blocks * v_blocks * (bn + bv) * hidden * dtype_bytes
     flops = 2.0 * n_blocks * bn * v_blocks * bv * hidden
     instructions, unmodelled = _issue(record, _gemm_loops(record, n_blocks * v_blocks, math.ceil(hidden / bh)), programs)

@@ -161,11 +161,12 @@ def default_config(n_tokens: int, vocab: int, hidden_size: int) -> KernelConfig:
 
 
 def wave_splits(outer_blocks: int, inner_blocks: int, sms: int) -> int:
-    """Splits of the inner loop (1..inner_blocks) that minimise the makespan of
-    ``outer_blocks * splits`` equal CTAs on ``sms`` SMs, each running ceil(inner / splits)
-    tiles: whole waves of balanced work. Ties go to fewer splits (less partial state)."""
+    """Splits of the inner loop that minimise the makespan of ``outer_blocks * splits`` equal
+    CTAs on ``sms`` SMs, each running ceil(inner / splits) tiles: whole waves of balanced work.
+    At most two waves' worth of CTAs: every further wave streams the inner operand (the whole
+    weight, in the forward) from HBM once more. Ties go to fewer splits (less partial state)."""
     best, best_span = 1, None
-    for splits in range(1, inner_blocks + 1):
+    for splits in range(1, max(1, min(inner_blocks, triton.cdiv(2 * sms, outer_blocks))) + 1):
         span = triton.cdiv(outer_blocks * splits, sms) * triton.cdiv(inner_blocks, splits)
         if best_span is None or span < best_span:
             best, best_span = splits, span

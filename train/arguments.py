@@ -28,6 +28,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: on with CUDA, off on the CPU")
     g.add_argument("--liger", action=argparse.BooleanOptionalAction, default=None,
                    help="liger-kernel's Llama kernels (default: on with CUDA)")
+    g.add_argument("--logprobs", default="auto",
+                   help="policy log-prob path: auto (Triton kernel on CUDA), triton, torch, eager, liger")
     g.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps (default 50)")
     g.add_argument("--train-seed", type=int, default=0)
 
@@ -42,4 +44,5 @@ def train_config(args: argparse.Namespace, **overrides):
                        scheduler=args.scheduler, warmup_ratio=args.warmup_ratio,
                        batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, dtype=args.train_dtype,
                        gradient_checkpointing=args.gradient_checkpointing, liger=args.liger,
+                       logprobs=args.logprobs,
                        save_every=args.save_every, seed=args.train_seed, **overrides)

@@ -13,6 +13,10 @@ from judgefree.train.losses import DPO_LOSS_TYPES
 FINETUNE_MODES = ("auto", "lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# How the policy's response log-probs are computed (train/policy.py): "auto" is
+# kernels.linear_logprobs (Triton on CUDA, chunked PyTorch elsewhere); "eager" materialises
+# the [tokens, vocab] logits (the reference); "liger" is liger-kernel's fused linear cross-entropy.
+LOGPROB_PATHS = ("auto", "triton", "torch", "eager", "liger")
 # The attention and MLP projections of a Llama language model; vision towers are never adapted.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -45,6 +49,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on the CPU
     gradient_checkpointing: bool | None = None  # None: on with CUDA, off on the CPU
     liger: bool | None = None  # None: liger-kernel's Llama kernels whenever on CUDA
+    logprobs: str = "auto"  # one of LOGPROB_PATHS
     seed: int = 0
     save_every: int = 50
     keep_checkpoints: int = 2
@@ -68,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.logprobs not in LOGPROB_PATHS:
+            raise ValueError(f"logprobs must be one of {LOGPROB_PATHS}, got {self.logprobs!r}")
         positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "epochs": self.epochs,
                     "batch_size": self.batch_size, "micro_batch_size": self.micro_batch_size,
                     "save_every": self.save_every, "keep_checkpoints": self.keep_checkpoints}

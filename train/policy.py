@@ -16,6 +16,7 @@ from torch import nn
 
 from judgefree.engine.architectures import Architecture, unwrap
 from judgefree.kernels.linear_logprobs import linear_logprobs
+from judgefree.kernels.linear_logprobs_ref import linear_logprobs_eager
 from judgefree.train.data import IGNORE_INDEX, DPOBatch
 from judgefree.train.losses import SequenceLogprobs, sequence_logprobs
 
@@ -24,11 +25,12 @@ class ResponseLogprobs(nn.Module):
     """``forward(batch)`` -> per-token log-probs [2B, T] in fp32 (0 off the response)."""
 
     def __init__(self, model: nn.Module, architecture: Architecture,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+                 autocast_dtype: torch.dtype | None = None, logprobs: str = "auto") -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
         self.autocast_dtype = autocast_dtype  # full fine-tuning in one process: bf16 compute, fp32 weights
+        self.logprobs = logprobs  # TrainConfig.logprobs: which implementation scores the responses
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
                 pixel_values: torch.Tensor | None = None) -> torch.Tensor:
@@ -46,7 +48,7 @@ class ResponseLogprobs(nn.Module):
         weight = unwrap(self.model).get_output_embeddings().weight
         # The log-sum-exp over the vocabulary stays in fp32 inside the kernel; autocast must not recast it.
         with torch.autocast(device_type, enabled=False):
-            token = linear_logprobs(picked, weight.to(picked.dtype), targets[mask])
+            token = token_logprobs(picked, weight.to(picked.dtype), targets[mask], self.logprobs)
         return torch.zeros(mask.shape, dtype=token.dtype, device=token.device).masked_scatter(mask, token)
 
     def _input_embeddings(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
@@ -64,6 +66,21 @@ class ResponseLogprobs(nn.Module):
             raise ValueError(f"every row needs exactly {rows.shape[1]} image tokens (id {image_token}); "
                              f"got {slots.sum(1).tolist()}: the prompt and the image processor disagree")
         return embeds.masked_scatter(slots[..., None], rows.to(embeds.dtype))
+
+
+def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, path: str = "auto") -> torch.Tensor:
+    """log p(target) [N] in fp32 through the lm_head ``weight`` by one of ``LOGPROB_PATHS``.
+
+    On CUDA "auto" is the Triton kernel (frozen lm_head under LoRA: no weight-gradient work).
+    "liger" is liger-kernel's fused linear cross-entropy (its negative, per token); "eager"
+    builds the fp32 [N, V] logits, the reference the others are compared with."""
+    if path == "eager":
+        return linear_logprobs_eager(hidden, weight, targets)
+    if path == "liger":
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        return -LigerFusedLinearCrossEntropyLoss(reduction="none")(weight, hidden, targets).float()
+    return linear_logprobs(hidden, weight, targets, backend=path)
 
 
 def batch_logprobs(policy: nn.Module, batch: DPOBatch) -> tuple[SequenceLogprobs, SequenceLogprobs]:

@@ -192,7 +192,7 @@ class _Run:
             check_images_unchanged(examples)
         autocast = loaded.compute_dtype if (loaded.finetune == "full" and not ctx.distributed
                                             and loaded.compute_dtype != torch.float32) else None
-        policy = ResponseLogprobs(loaded.model, loaded.architecture, autocast)
+        policy = ResponseLogprobs(loaded.model, loaded.architecture, autocast, logprobs=config.logprobs)
         if ctx.distributed:
             param_dtype = loaded.compute_dtype if loaded.compute_dtype != torch.float32 else None
             D.shard_policy(policy, loaded.architecture.decoder(loaded.model).layers, ctx, param_dtype)

@@ -154,13 +154,14 @@ def test_filter_eps_is_validated():
 
 @pytest.mark.parametrize("outer, inner", [(64, 250), (64, 384), (47, 251), (1, 250), (132, 250), (3, 7)])
 def test_wave_splits_fill_whole_waves(outer, inner):
-    """The makespan (waves x tiles per CTA) is within 10% of perfect balance, or no worse than
-    one tile per CTA, for the issue's shapes (N=8192 in 128-token blocks; V=32000 and 49152 in
-    128-wide blocks) and awkward ones."""
+    """The makespan (waves x tiles per CTA) is within 15% of perfect balance (or one tile more)
+    for the product's shapes (N=8192 and 6001 in 128-token blocks; V=32000 and 49152 in 128-wide
+    blocks) and awkward ones, with at most two waves' worth of CTAs."""
     sms = 132
     splits = wave_splits(outer, inner, sms)
     assert 1 <= splits <= inner
     waves = -(-outer * splits // sms)
     span = waves * -(-inner // splits)
     ideal = outer * inner / sms
-    assert span <= max(1.1 * ideal, ideal + 1)
+    assert span <= max(1.15 * ideal, ideal + 1)
+    assert outer * splits <= max(2 * sms, outer)
