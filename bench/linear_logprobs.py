@@ -2,11 +2,15 @@
 formula (and, on a GPU, liger-kernel's fused linear cross-entropy and Cut Cross-Entropy).
 
     python bench/linear_logprobs.py                 # CPU: N=4096, H=576, V=49152, float32
-    python bench/linear_logprobs.py --device cuda   # GPU: N=8192, H=4096, V=32000,152064, bf16
+    python bench/linear_logprobs.py --device cuda   # GPU: N=8192, (H, V) = (4096, 32000) and (576, 49152), bf16
+    python bench/linear_logprobs.py --device cuda --frozen-weight   # LoRA: the lm_head takes no gradient
 
 Every method gets the same hidden [N, H], weight [V, H], targets and a random per-token
-upstream gradient (what DPO's sequence sums pass back). Time: median wall time of one
-forward + backward after a warm-up. Peak memory: the most bytes of tensors alive at once
+upstream gradient (what DPO's sequence sums pass back). Time: median (min-max) wall time of
+one forward + backward after a warm-up, the methods interleaved in every round. Errors: the
+largest absolute difference from eager of the values and of the hidden / weight gradients,
+each over eager's largest magnitude (eager itself is the baseline, not the truth: in bf16 its
+logits are rounded to bf16 before the log-softmax). Peak memory: the most bytes of tensors alive at once
 during one forward + backward above what was alive before it (inputs excluded, gradients
 included). On CUDA that is torch.cuda.max_memory_allocated. On the CPU the profiler records
 every tensor allocation and free (profile_memory=True) and they are replayed in order; the
@@ -42,9 +46,15 @@ def methods(device: str) -> dict[str, LogprobFn]:
     """Name -> per-token log-prob function; baselines that do not import are left out."""
     from judgefree.kernels.linear_logprobs import linear_logprobs
 
+    from judgefree.kernels.linear_logprobs import FILTER_EPS
+
     found: dict[str, LogprobFn] = {"eager": eager}
     if device == "cuda":
         found["ours (triton)"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton")
+        found["ours (triton, filter 2^-12)"] = lambda h, w, t: linear_logprobs(
+            h, w, t, backend="triton", filter_eps=FILTER_EPS)
+        found["ours (triton, deterministic)"] = lambda h, w, t: linear_logprobs(
+            h, w, t, backend="triton", deterministic=True)
         found["ours (torch chunks)"] = lambda h, w, t: linear_logprobs(h, w, t, backend="torch")
         try:
             from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
@@ -79,6 +89,18 @@ class Case:
         out = fn(self.hidden, self.weight, self.targets)
         out.backward(self.grad_out)
         return out.detach()
+
+    def results(self, fn: LogprobFn) -> tuple[torch.Tensor, ...]:
+        """One step's log-probs and gradients (the weight's when it is trained)."""
+        out = self.step(fn)
+        grads = (self.hidden.grad.clone(),) + ((self.weight.grad.clone(),) if self.weight.requires_grad else ())
+        return (out,) + grads
+
+
+def relative_errors(results: tuple[torch.Tensor, ...], base: tuple[torch.Tensor, ...]) -> list[float]:
+    """max |a - b| / max |b| per tensor (values, grad hidden, grad weight)."""
+    return [float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30))
+            for a, b in zip(results, base)]
 
 
 def make_case(n: int, h: int, v: int, dtype: torch.dtype, device: str, seed: int = 0,
@@ -167,24 +189,24 @@ def cpu_peak_rss_bytes(case: Case, fn: LogprobFn) -> int | None:
 def run(args: argparse.Namespace) -> str:
     """Measure every method for every vocab size; return the markdown table."""
     dtype = getattr(torch, args.dtype)
-    load = f", load average at start {os.getloadavg()[0]:.1f}" if args.device == "cpu" else ""
+    load = f", load average at start {os.getloadavg()[0]:.1f}"
     lines = [
         f"linear_logprobs fwd+bwd{' (frozen lm_head: LoRA)' if args.frozen_weight else ''}, "
-        f"N={args.n}, H={args.h}, {args.dtype}, device: {describe(args.device)}{load}, "
+        f"N={args.n}, {args.dtype}, device: {describe(args.device)}{load}, "
         f"median of {args.repeats} (methods interleaved)",
         "",
-        "| V | method | time (s) | eager time / time | peak memory (MiB) | eager memory / memory |"
-        + (" peak RSS delta (MiB) |" if args.device == "cpu" else "") + " max abs diff vs eager |",
-        "|---|---|---|---|---|---|" + ("---|" if args.device == "cpu" else "") + "---|",
+        "| H | V | method | time (s), median (min-max) | eager time / time | peak memory (MiB) | eager memory / memory |"
+        + (" peak RSS delta (MiB) |" if args.device == "cpu" else "") + " rel. error vs eager: values, dX, dW |",
+        "|---|---|---|---|---|---|---|" + ("---|" if args.device == "cpu" else "") + "---|",
     ]
     mib = 1 / 2**20
-    for vocab in args.v:
-        case = make_case(args.n, args.h, vocab, dtype, args.device, frozen_weight=args.frozen_weight)
+    for hidden_size, vocab in args.shapes:
+        case = make_case(args.n, hidden_size, vocab, dtype, args.device, frozen_weight=args.frozen_weight)
         fns = methods(args.device)
         outs, peaks, rss = {}, {}, {}
         for name, fn in fns.items():
             try:
-                outs[name] = case.step(fn)  # also the first warm-up step
+                outs[name] = case.results(fn)  # also the first warm-up step
                 for _ in range(args.warmup - 1):
                     case.step(fn)
                 if args.device == "cuda":
@@ -194,7 +216,7 @@ def run(args: argparse.Namespace) -> str:
             except Exception as error:  # noqa: BLE001 - one failing baseline must not end the table
                 outs.pop(name, None)
                 reason = "out of memory" if isinstance(error, torch.OutOfMemoryError) else repr(error)[:120]
-                lines.append(f"| {vocab} | {name} | failed: {reason} | | | |")
+                lines.append(f"| {hidden_size} | {vocab} | {name} | failed: {reason} | | | | |")
                 print(lines[-1], flush=True)
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
@@ -207,16 +229,17 @@ def run(args: argparse.Namespace) -> str:
                 times[name].append(timed_step(case, fns[name], args.device))
         base = next(iter(outs))
         if base != "eager":
-            lines.append(f"| {vocab} | (eager failed: ratios below are against {base}) | | | | |")
+            lines.append(f"| {hidden_size} | {vocab} | (eager failed: ratios below are against {base}) | | | | | |")
         base_time, base_mem = statistics.median(times[base]), peaks[base]
-        for name, out in outs.items():
+        for name, results in outs.items():
             seconds = statistics.median(times[name])
-            diff = float((out.float() - outs[base].float()).abs().max())
-            row = (f"| {vocab} | {name} | {seconds:.3f} | {base_time / seconds:.2f}x | {peaks[name] * mib:.0f} | "
+            errors = ", ".join(f"{e:.1e}" for e in relative_errors(results, outs[base]))
+            row = (f"| {hidden_size} | {vocab} | {name} | {seconds * 1e3:.2f} ms ({min(times[name]) * 1e3:.2f}-"
+                   f"{max(times[name]) * 1e3:.2f}) | {base_time / seconds:.2f}x | {peaks[name] * mib:.0f} | "
                    f"{base_mem / max(peaks[name], 1):.1f}x |")
             if args.device == "cpu":
                 row += f" {rss[name] * mib:.0f} |" if rss[name] is not None else " n/a |"
-            lines.append(row + f" {diff:.2e} |")
+            lines.append(row + f" {errors} |")
             print(lines[-1], flush=True)
         del case
         gc.collect()
@@ -235,9 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--n", type=int, default=None, help="tokens (default 4096 CPU, 8192 GPU)")
-    parser.add_argument("--h", type=int, default=None, help="hidden size (default 576 CPU, 4096 GPU)")
-    parser.add_argument("--v", type=int, nargs="+", default=None,
-                        help="vocab sizes (default 49152 CPU; 32000 152064 GPU)")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="H:V",
+                        help="hidden:vocab pairs (default 576:49152 CPU; 4096:32000 576:49152 GPU)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=1)
@@ -249,13 +271,17 @@ def main(argv: list[str] | None = None) -> None:
     if gpu and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
     args.n = args.n or (8192 if gpu else 4096)
-    args.h = args.h or (4096 if gpu else 576)
-    args.v = args.v or ([32000, 152064] if gpu else [49152])
+    try:
+        args.shapes = [tuple(int(x) for x in shape.split(":")) for shape in
+                       (args.shapes or (["4096:32000", "576:49152"] if gpu else ["576:49152"]))]
+    except ValueError:
+        raise SystemExit(f"--shapes takes H:V pairs of integers, got {args.shapes}") from None
+    if any(len(shape) != 2 or min(shape) < 1 for shape in args.shapes):
+        raise SystemExit(f"--shapes takes H:V pairs of positive integers, got {args.shapes}")
     args.dtype = args.dtype or ("bfloat16" if gpu else "float32")
     args.repeats = args.repeats or (10 if gpu else 3)
     table = run(args)
-    if args.device == "cpu":
-        table += f"\nload average at end {os.getloadavg()[0]:.1f} (the machine's cores may be shared)\n"
+    table += f"\nload average at end {os.getloadavg()[0]:.1f} (the machine's cores may be shared)\n"
     print()
     print(table)
     if args.out:

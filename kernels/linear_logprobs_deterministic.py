@@ -124,22 +124,28 @@ def fixed_point_scale(bound: float) -> float:
 def deterministic_backward_grads(
     hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, lse: torch.Tensor,
     grad: torch.Tensor, config: KernelConfig, need_hidden: bool, need_weight: bool,
-    filter_eps: float | None = None,
+    filter_eps: float | None = None, scales: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """grad_hidden and grad_weight (float32) without atomics, bit-identical across runs and
-    across ``config.vocab_splits`` / ``config.token_splits``."""
+    across ``config.vocab_splits`` / ``config.token_splits``. ``scales``: the fixed-point
+    scales of the two gradients (default: from their bounds; the build cases, whose stand-in
+    tensors hold no values, pass them)."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     n_blocks, v_blocks = triton.cdiv(n_tokens, config.block_n), triton.cdiv(vocab, config.block_v)
-    g_max = float(grad.abs().max()) if n_tokens else 0.0
+    if scales is None:
+        g_max = float(grad.abs().max()) if n_tokens else 0.0
+        # |dX[n, h]| <= |g_n| * sum_v |onehot - p| * max|W| <= 2 max|g| max|W|, and so is any
+        # partial sum; |dW[v, h]| <= sum_n |g_n| |onehot - p| |X[n, h]| <= sum|g| max|X|.
+        scales = (fixed_point_scale(2.0 * g_max * float(weight.abs().max())) if need_hidden else 1.0,
+                  fixed_point_scale(float(grad.abs().sum()) * float(hidden.abs().max())) if need_weight else 1.0)
     common = dict(BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
                   UPCAST=_upcast(hidden.dtype), DOT_PRECISION=_dot_precision(hidden.dtype),
                   FILTER=filter_eps is not None, num_warps=config.num_warps, num_stages=config.num_stages)
     eps = float(filter_eps or 0.0)
     grad_hidden = grad_weight = None
     if need_hidden:
-        # |dX[n, h]| <= |g_n| * sum_v |onehot - p| * max|W| <= 2 max|g| max|W|, and so is any partial sum.
-        scale = fixed_point_scale(2.0 * g_max * float(weight.abs().max()))
+        scale = scales[0]
         splits = _splits(config.vocab_splits, n_blocks, v_blocks, hidden.device)
         part = torch.zeros((splits, n_tokens, hidden_size), dtype=torch.int64, device=hidden.device)
         _grad_hidden_kernel[(n_blocks * splits,)](
@@ -147,8 +153,7 @@ def deterministic_backward_grads(
             hidden.stride(0), weight.stride(0), v_blocks, splits, scale, eps, **common)
         grad_hidden = (part.sum(dim=0).to(torch.float64) / scale).to(torch.float32)
     if need_weight:
-        # |dW[v, h]| <= sum_n |g_n| |onehot - p| |X[n, h]| <= sum|g| max|X|.
-        scale = fixed_point_scale(float(grad.abs().sum()) * float(hidden.abs().max()))
+        scale = scales[1]
         splits = _splits(config.token_splits, v_blocks, n_blocks, hidden.device)
         part = torch.zeros((splits, vocab, hidden_size), dtype=torch.int64, device=hidden.device)
         _grad_weight_kernel[(v_blocks * splits,)](

@@ -329,10 +329,32 @@ def build_cases():
             LinearLogprobsTriton.backward(ctx, torch.ones_like(out))
         return call
 
+    def launch_mode(tokens, hidden_size, vocab, mode):
+        def call():  # the filtered fast backward, or the deterministic kernels (bf16, both grads)
+            hidden = torch.empty(tokens, hidden_size, dtype=torch.bfloat16, device="cuda")
+            weight = torch.empty(vocab, hidden_size, dtype=torch.bfloat16, device="cuda")
+            targets = torch.zeros(tokens, dtype=torch.int64, device="cuda")
+            lse, grad = torch.empty(tokens, device="cuda"), torch.empty(tokens, device="cuda")
+            config = default_config(tokens, vocab, hidden_size)
+            if mode == "filtered":
+                backward_grads(hidden, weight, targets, lse, grad, config, True, True, filter_eps=2.0**-12)
+            else:
+                from judgefree.kernels.linear_logprobs_deterministic import deterministic_backward_grads
+
+                forward_lse(hidden, weight, targets, config, deterministic=True)
+                deterministic_backward_grads(hidden, weight, targets, lse, grad, config, True, True,
+                                             scales=(1.0, 1.0))
+        return call
+
     shapes = sorted({(m.hidden, m.vocab) for m in MODELS})
     names = {(m.hidden, m.vocab): m.name for m in MODELS}
+    design = {name: DESIGN_CTAS_PER_SM for name in ("_forward_kernel", "_backward_kernel", "_grad_hidden_kernel",
+                                                     "_grad_weight_kernel")}
+    modes = [LaunchCase(f"linear_logprobs {names[h, v]} N=8192 bfloat16 {mode}", launch_mode(8192, h, v, mode), design,
+                        dict(op="linear_logprobs", tokens=8192, hidden=h, vocab=v, dtype="bfloat16", mode=mode))
+             for h, v in shapes for mode in ("filtered", "deterministic")]
     return [LaunchCase(f"linear_logprobs {names[h, v]} N={n} {dtype} {'weight grad' if w else 'frozen weight'}",
                        launch(n, h, v, dtype, w),
                        {"_forward_kernel": DESIGN_CTAS_PER_SM, "_backward_kernel": DESIGN_CTAS_PER_SM},
                        dict(op="linear_logprobs", tokens=n, hidden=h, vocab=v, dtype=dtype, weight_grad=w))
-            for dtype in DTYPES for h, v in shapes for n in DPO_TOKENS for w in (True, False)]
+            for dtype in DTYPES for h, v in shapes for n in DPO_TOKENS for w in (True, False)] + modes

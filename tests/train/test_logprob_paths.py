@@ -66,12 +66,15 @@ def test_cuda_training_with_the_kernel_follows_the_eager_curve(train_llava_dir, 
     monkeypatch.setattr(lt, "linear_logprobs_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
     lr = 1e-3 if finetune == "lora" else 3e-4
     curves = {}
-    for path in ("eager", "auto", "liger"):
+    import importlib.util
+
+    paths = ("eager", "auto") + (("liger",) if importlib.util.find_spec("liger_kernel") else ())
+    for path in paths:
         config = TrainConfig(finetune=finetune, logprobs=path, learning_rate=lr, epochs=4, max_steps=4, batch_size=4,
                              micro_batch_size=2, warmup_ratio=0.0, scheduler="constant")
         result = train_dpo(train_llava_dir, llava_store, tmp_path / path, config, progress=False)
         curves[path] = [m["loss"] for m in result.metrics]
     assert calls, "the Triton kernel did not run on CUDA"
     assert len(curves["eager"]) == 4 and curves["eager"][-1] < curves["eager"][0], curves
-    for path in ("auto", "liger"):
+    for path in paths[1:]:
         assert curves[path] == pytest.approx(curves["eager"], abs=5e-3), curves

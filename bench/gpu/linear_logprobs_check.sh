@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The owed GPU checks of issue 14 in one run (about 5 minutes on an H100/H200): the GPU-marked
+# kernel and training tests, then bench/linear_logprobs.py at the issue's two shapes with the
+# weight trained and frozen. Everything lands under ${OUT:-bench/results}; run from the repo root:
+#   OUT=/tmp/out bash bench/gpu/linear_logprobs_check.sh
+set -u
+out="${OUT:-bench/results}"
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/linear_logprobs_gpu_device.txt" 2>&1
+python -m pytest -q -m gpu tests/kernels/test_linear_logprobs.py tests/kernels/test_linear_logprobs_modes.py \
+    tests/train/test_logprob_paths.py 2>&1 | tail -30 > "$out/linear_logprobs_gpu_tests.txt"
+python bench/linear_logprobs.py --device cuda --repeats 5 --out "$out/linear_logprobs_gpu.md" \
+    > "$out/linear_logprobs_gpu.log" 2>&1
+python bench/linear_logprobs.py --device cuda --repeats 5 --frozen-weight --out "$out/linear_logprobs_gpu_frozen.md" \
+    > "$out/linear_logprobs_gpu_frozen.log" 2>&1
+tail -5 "$out"/linear_logprobs_gpu_tests.txt
+cat "$out"/linear_logprobs_gpu.md "$out"/linear_logprobs_gpu_frozen.md 2>/dev/null
