@@ -9,12 +9,15 @@ float64 softmax).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from judgefree.kernels.linear_logprobs import linear_logprobs
 from judgefree.kernels.linear_logprobs_ref import linear_logprobs_eager
 from judgefree.kernels.linear_logprobs_triton import (
+    GPU_CONFIG,
     KernelConfig,
     backward_grads,
     forward_lse,
@@ -165,3 +168,27 @@ def test_wave_splits_fill_whole_waves(outer, inner):
     ideal = outer * inner / sms
     assert span <= max(1.15 * ideal, ideal + 1)
     assert outer * splits <= max(2 * sms, outer)
+
+
+@pytest.mark.gpu
+def test_gpu_deterministic_and_filtered_at_the_gpu_tiles(fresh_seed):
+    """The compiled kernels with their GPU tiles (bf16): deterministic bit-identical across two
+    runs and across split counts; filtered within its bound of the exact result."""
+    hidden, weight, targets, grad_out = _inputs(1100, 320, 7001, seed=fresh_seed, dtype=torch.bfloat16, scale=0.1)
+    hidden = (hidden.float() + 6.0 * weight.float()[torch.where(targets == IGNORE, 0, targets)]).to(torch.bfloat16)
+    cuda = [t.cuda() for t in (hidden, weight, targets, grad_out)]
+    runs = []
+    for splits in (None, 3, 3):
+        config = replace(GPU_CONFIG, vocab_splits=splits, token_splits=splits)
+        runs.append(_run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, config, deterministic=True), *cuda))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+    exact = _run(lambda h, w, t: linear_logprobs(h, w, t), *cuda)
+    filtered = _run(lambda h, w, t: linear_logprobs(h, w, t, filter_eps=1e-3), *cuda)
+    bound_hidden, bound_weight, _, _ = _filter_bounds(hidden.float(), weight.float(), targets, grad_out, 1e-3)
+    # bf16 gradients: the bound plus one bf16 rounding of the exact values.
+    for got, ref, bound in ((filtered[1], exact[1], bound_hidden), (filtered[2], exact[2], bound_weight)):
+        slack = 2**-7 * ref.double().abs().cpu()
+        assert torch.all((got - ref).double().abs().cpu() <= bound + slack + 1e-6)
+    assert torch.equal(filtered[0], exact[0])
