@@ -28,8 +28,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: on with CUDA, off on the CPU")
     g.add_argument("--liger", action=argparse.BooleanOptionalAction, default=None,
                    help="liger-kernel's Llama kernels (default: on with CUDA)")
-    g.add_argument("--logprobs", default="auto",
-                   help="policy log-prob path: auto (Triton kernel on CUDA), triton, torch, eager, liger")
+    g.add_argument("--logprobs", default="auto", choices=("auto", "triton", "torch", "eager", "liger"),
+                   help="policy log-prob path (TrainConfig.logprobs): auto = the Triton kernel on CUDA")
     g.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps (default 50)")
     g.add_argument("--train-seed", type=int, default=0)
 
