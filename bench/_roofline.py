@@ -168,8 +168,13 @@ def linear_logprobs_forward(record: dict, tokens: int, hidden: int, vocab: int, 
     weight = vocab * hidden * dtype_bytes
     # The splits of a token block run side by side (the split is the fastest program index), so
     # a wave holds all splits of resident / splits token blocks: the weight streams from HBM
-    # once per wave, X once. Outputs: the [splits, N] log-sum-exp partials and the target logit.
-    hbm = tokens * hidden * dtype_bytes + weight * math.ceil(programs / resident) + 4 * tokens * (splits + 1)
+    # once per wave. Each program re-reads its token block's X for every vocab tile: X comes
+    # from HBM once if the running blocks' X fits in 3/4 of L2 (the rest holds the weight
+    # stream), else once per vocab tile of a split. Outputs: [splits, N] partials, the target logit.
+    x_bytes = tokens * hidden * dtype_bytes
+    running_x = min(n_blocks, math.ceil(resident / splits)) * bn * hidden * dtype_bytes
+    x_hbm = x_bytes if running_x <= 0.75 * H100.l2_bytes else x_bytes * math.ceil(v_blocks / splits)
+    hbm = x_hbm + weight * math.ceil(programs / resident) + 4 * tokens * (splits + 1)
     l2 = n_blocks * v_blocks * (bn + bv) * hidden * dtype_bytes
     flops = 2.0 * n_blocks * bn * v_blocks * bv * hidden
     instructions, unmodelled = _issue(record, _gemm_loops(record, n_blocks * v_blocks, math.ceil(hidden / bh)), programs)

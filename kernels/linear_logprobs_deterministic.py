@@ -146,7 +146,8 @@ def deterministic_backward_grads(
     grad_hidden = grad_weight = None
     if need_hidden:
         scale = scales[0]
-        splits = _splits(config.vocab_splits, n_blocks, v_blocks, hidden.device)
+        splits = _splits(config.vocab_splits, n_blocks, v_blocks, hidden.device,
+                         config.block_n * hidden_size * hidden.element_size())
         part = torch.zeros((splits, n_tokens, hidden_size), dtype=torch.int64, device=hidden.device)
         _grad_hidden_kernel[(n_blocks * splits,)](
             hidden, weight, safe_targets, lse, grad, part, n_tokens, vocab, hidden_size,
@@ -154,7 +155,8 @@ def deterministic_backward_grads(
         grad_hidden = (part.sum(dim=0).to(torch.float64) / scale).to(torch.float32)
     if need_weight:
         scale = scales[1]
-        splits = _splits(config.token_splits, v_blocks, n_blocks, hidden.device)
+        splits = _splits(config.token_splits, v_blocks, n_blocks, hidden.device,
+                         config.block_v * hidden_size * weight.element_size())
         part = torch.zeros((splits, vocab, hidden_size), dtype=torch.int64, device=hidden.device)
         _grad_weight_kernel[(v_blocks * splits,)](
             hidden, weight, safe_targets, lse, grad, part, n_tokens, vocab, hidden_size,

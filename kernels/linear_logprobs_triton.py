@@ -160,25 +160,39 @@ def default_config(n_tokens: int, vocab: int, hidden_size: int) -> KernelConfig:
     return GPU_CONFIG
 
 
-def wave_splits(outer_blocks: int, inner_blocks: int, sms: int) -> int:
+def wave_splits(outer_blocks: int, inner_blocks: int, sms: int, outer_bytes: int = 0,
+                l2_bytes: int | None = None) -> int:
     """Splits of the inner loop that minimise the makespan of ``outer_blocks * splits`` equal
     CTAs on ``sms`` SMs, each running ceil(inner / splits) tiles: whole waves of balanced work.
     At most two waves' worth of CTAs: every further wave streams the inner operand (the whole
-    weight, in the forward) from HBM once more. Ties go to fewer splits (less partial state)."""
-    best, best_span = 1, None
-    for splits in range(1, max(1, min(inner_blocks, triton.cdiv(2 * sms, outer_blocks))) + 1):
-        span = triton.cdiv(outer_blocks * splits, sms) * triton.cdiv(inner_blocks, splits)
-        if best_span is None or span < best_span:
-            best, best_span = splits, span
-    return best
+    weight, in the forward) from HBM once more. Given ``outer_bytes`` (one outer block's operand,
+    re-read for every inner tile: a token block's X in the forward) and ``l2_bytes``, splits whose
+    concurrently running outer blocks' operands fit in 3/4 of L2 come first (the rest is for the
+    streamed operand). Ties go to fewer splits (less partial state)."""
+    cap = max(1, min(inner_blocks, triton.cdiv(2 * sms, outer_blocks)))
+
+    def span(splits: int) -> int:
+        return triton.cdiv(outer_blocks * splits, sms) * triton.cdiv(inner_blocks, splits)
+
+    def fits(splits: int) -> bool:
+        return l2_bytes is None or min(outer_blocks, triton.cdiv(sms, splits)) * outer_bytes <= 0.75 * l2_bytes
+
+    candidates = [s for s in range(1, cap + 1) if fits(s)] or list(range(1, cap + 1))
+    return min(candidates, key=lambda s: (span(s), s))
 
 
-def _splits(requested: int | None, outer_blocks: int, inner_blocks: int, device: torch.device) -> int:
+H100_L2_BYTES = 50 * 2**20  # what the build recorder's stand-in device lacks
+
+
+def _splits(requested: int | None, outer_blocks: int, inner_blocks: int, device: torch.device,
+            outer_bytes: int = 0) -> int:
     if requested is not None:
         return max(1, min(requested, inner_blocks))
     if device.type != "cuda":
         return 1
-    return wave_splits(outer_blocks, inner_blocks, torch.cuda.get_device_properties(device).multi_processor_count)
+    props = torch.cuda.get_device_properties(device)
+    return wave_splits(outer_blocks, inner_blocks, props.multi_processor_count, outer_bytes,
+                       getattr(props, "L2_cache_size", H100_L2_BYTES))
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -203,7 +217,8 @@ def forward_lse(
     vocab = weight.shape[0]
     n_blocks = triton.cdiv(n_tokens, config.block_n)
     v_blocks = triton.cdiv(vocab, config.block_v)
-    splits = v_blocks if deterministic else _splits(config.vocab_splits, n_blocks, v_blocks, hidden.device)
+    x_block = config.block_n * hidden_size * hidden.element_size()  # re-read for every vocab tile
+    splits = v_blocks if deterministic else _splits(config.vocab_splits, n_blocks, v_blocks, hidden.device, x_block)
     lse_part = torch.empty((splits, n_tokens), dtype=torch.float32, device=hidden.device)
     target_logit = torch.empty(n_tokens, dtype=torch.float32, device=hidden.device)
     _forward_kernel[(n_blocks * splits,)](

@@ -192,3 +192,17 @@ def test_gpu_deterministic_and_filtered_at_the_gpu_tiles(fresh_seed):
         slack = 2**-7 * ref.double().abs().cpu()
         assert torch.all((got - ref).double().abs().cpu() <= bound + slack + 1e-6)
     assert torch.equal(filtered[0], exact[0])
+
+
+def test_wave_splits_keep_the_running_token_blocks_x_in_l2():
+    """N=8192, H=4096, bf16: all 64 token blocks' X (64 MiB) exceeds a 50 MiB L2; the choice
+    runs few enough token blocks at once that their X fits in 3/4 of it, for at most one tile
+    more per CTA than the best balance without that preference. H=576: X fits anyway."""
+    l2, x_block = 50 * 2**20, 128 * 4096 * 2
+    splits = wave_splits(64, 250, 132, x_block, l2)
+    running = min(64, -(-132 // splits))
+    assert running * x_block <= 0.75 * l2
+    span = -(-64 * splits // 132) * -(-250 // splits)
+    best = wave_splits(64, 250, 132)
+    assert span <= -(-64 * best // 132) * -(-250 // best) + 1
+    assert wave_splits(64, 384, 132, 128 * 576 * 2, l2) == wave_splits(64, 384, 132)
