@@ -6,6 +6,9 @@
 set -u
 out="${OUT:-bench/results}"
 mkdir -p "$out"
+# The GPU machine has torch and Triton 3.6 but not this package (nor liger-kernel / cut-cross-entropy:
+# bring their wheels); an editable install needs no download.
+python -c "import judgefree.kernels" 2>/dev/null || pip install -q --no-deps --no-build-isolation -e .
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/linear_logprobs_gpu_device.txt" 2>&1
 python -m pytest -q -m gpu tests/kernels/test_linear_logprobs.py tests/kernels/test_linear_logprobs_modes.py \
     tests/train/test_logprob_paths.py 2>&1 | tail -30 > "$out/linear_logprobs_gpu_tests.txt"
