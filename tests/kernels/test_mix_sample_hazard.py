@@ -20,7 +20,7 @@ TEMPERATURES = (0.5, 0.7, 1.3)
 INEXACT_TEMPERATURES = (0.7, 1.3)  # 1/T is not a power of two: l * (1/T) rounds
 
 
-def confident_rows(gen, batch, vocab, *, margin=12.0):
+def confident_rows(gen, batch, vocab, *, margin=16.0):
     """Logits with one dominant token per row (both paths agree on it), at random places."""
     c = torch.randn(batch, vocab, generator=gen)
     u = torch.randn(batch, vocab, generator=gen)
@@ -97,6 +97,9 @@ def test_confident_rows_keep_the_top_token(h, temperature, emulate_fma, fresh_se
         rows = torch.arange(8)
     c, u, top = c[rows].contiguous(), u[rows].contiguous(), top[rows]
     batch = 8
+    mixed = (1 - h) * torch.softmax(c.double() / temperature, -1) + h * torch.softmax(u.double() / temperature, -1)
+    p_top = mixed.max(-1)
+    assert (p_top.values > 0.9).all() and torch.equal(p_top.indices, top)  # the top token holds the mass
     for filters in (dict(top_k=1), dict(top_p=0.9), dict(top_k=1, top_p=0.5)):
         tokens, logprobs, cond = run_kernel(c, u, h, temperature, emulate_fma=emulate_fma, **filters)
         assert torch.equal(tokens, top), filters
@@ -120,3 +123,23 @@ def test_fused_rounding_keeps_the_reference_set_on_ordinary_rows(temperature, fr
                            backend="torch")
     assert torch.equal(tokens, reference.tokens)
     torch.testing.assert_close(logprobs, reference.logprobs, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", INEXACT_TEMPERATURES)
+def test_confident_contrast_rows_with_fused_rounding(temperature, fresh_seed):
+    """Contrast rows go through the same clamped exp (of (1+a) l_c - a l_u): with the GPU's
+    rounding, top_k = 1 keeps exactly the top contrast token, as the reference does."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, _, top = confident_rows(gen, 8, 193)
+    u = torch.randn(8, 193, generator=gen)  # no margin: the contrast keeps c's top token on top
+    batch = 8
+    rows = lambda value, dtype: torch.full((batch,), value, dtype=dtype)  # noqa: E731
+    tokens, logprobs, _, flags = mix_sample_triton(
+        c, u, rows(0.5, torch.float32), rows(temperature, torch.float32), rows(1, torch.int32),
+        rows(1.0, torch.float32), torch.arange(batch, dtype=torch.int64), rows(0, torch.int32),
+        rows(True, torch.bool), log_beta_rows(0.1, batch, c.device), has_contrast=True, emulate_fma=True)
+    reference = mix_sample(c, u, 0.0, mode="contrast", alpha=0.5, beta=0.1, temperature=temperature, top_k=1,
+                           seeds=torch.arange(batch), step=0, backend="torch")
+    assert (flags == 0).all()
+    assert torch.equal(tokens, top) and torch.equal(reference.tokens, top)
+    assert torch.equal(logprobs, torch.zeros(batch)) and torch.equal(reference.logprobs, torch.zeros(batch))
