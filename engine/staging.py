@@ -71,11 +71,11 @@ class ResultFetcher:
         if not self.staged:
             return [t.tolist() for t in tensors]
         rows, width = len(tensors), tensors[0].numel()
-        if self._host is None or self._host.shape[0] < rows or self._host.shape[1] < width:
-            self._host = torch.empty(rows, 1 << max(width - 1, 0).bit_length(), dtype=torch.float64,
-                                     pin_memory=self._pin)
+        if self._host is None or self._host.numel() < rows * width:
+            size = 1 << max(rows * width - 1, 0).bit_length()
+            self._host = torch.empty(size, dtype=torch.float64, pin_memory=self._pin)
         packed = torch.stack([t.reshape(-1).to(torch.float64) for t in tensors])
-        host = self._host[:rows, :width]
+        host = self._host[:rows * width].view(rows, width)  # contiguous: one plain copy into pinned memory
         host.copy_(packed, non_blocking=self._pin)
         if self._pin:
             torch.cuda.current_stream(self.device).synchronize()
