@@ -124,10 +124,16 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
         width = (hi - lo).to(tl.int64)
         t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)
         t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)
-        count = tl.zeros([NUM_PIVOTS], dtype=tl.int32)
-        mass = tl.zeros([NUM_PIVOTS], dtype=tl.float32)
-        bucket_min = tl.full([NUM_PIVOTS], 2147483647, dtype=tl.int32)
-        bucket_max = tl.full([NUM_PIVOTS], -1, dtype=tl.int32)
+        # Per-lane accumulators [pivots, BLOCK // 4], each lane owning 4 consecutive tokens:
+        # the block folds into them within a thread, and the CTA reduces once per pass
+        # (the old [pivots, BLOCK] reduction in every block cost 4 CTA reductions per block).
+        lanes: tl.constexpr = BLOCK // 4
+        count = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.int32)
+        mass = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.float32)
+        bucket_min = tl.full([NUM_PIVOTS, lanes], 2147483647, dtype=tl.int32)
+        bucket_max = tl.full([NUM_PIVOTS, lanes], -1, dtype=tl.int32)
+        t3 = t[:, None, None]
+        t_next3 = t_next[:, None, None]
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             in_row = offs < V
@@ -135,15 +141,21 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
             u = tl.load(u_row + offs, mask=offs < u_len, other=-float("inf")).to(tl.float32)
             p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST,
                       EMULATE_FMA)
-            bits = p.to(tl.int32, bitcast=True)
-            # [NUM_PIVOTS, BLOCK], reduced along the block: the interpreter (numpy) then sums
-            # pairwise, as accurately as the GPU's tree reduction
-            at_or_above = (bits[None, :] >= t[:, None]) & in_row[None, :]
-            count += tl.sum(at_or_above.to(tl.int32), 1)
-            mass += tl.sum(tl.where(at_or_above, p[None, :], 0.0), 1)
-            in_bucket = at_or_above & (bits[None, :] < t_next[:, None])
-            bucket_min = tl.minimum(bucket_min, tl.min(tl.where(in_bucket, bits[None, :], 2147483647), 1))
-            bucket_max = tl.maximum(bucket_max, tl.max(tl.where(in_bucket, bits[None, :], -1), 1))
+            # past the row: bits -1, below every threshold (all are >= 0)
+            bits = tl.reshape(tl.where(in_row, p.to(tl.int32, bitcast=True), -1), [1, lanes, 4])
+            p3 = tl.reshape(p, [1, lanes, 4])
+            at_or_above = bits >= t3  # [NUM_PIVOTS, lanes, 4]
+            count += tl.sum(at_or_above.to(tl.int32), 2)
+            mass += tl.sum(tl.where(at_or_above, p3, 0.0), 2)
+            in_bucket = at_or_above & (bits < t_next3)
+            bucket_min = tl.minimum(bucket_min, tl.min(tl.where(in_bucket, bits, 2147483647), 2))
+            bucket_max = tl.maximum(bucket_max, tl.max(tl.where(in_bucket, bits, -1), 2))
+        # one reduction per pass, along the lanes: numpy (the interpreter) sums it pairwise,
+        # as accurately as the GPU's tree
+        count = tl.sum(count, 1)
+        mass = tl.sum(mass, 1)
+        bucket_min = tl.min(bucket_min, 1)
+        bucket_max = tl.max(bucket_max, 1)
         # The mass target is fixed by the first pass: mass(p >= initial lo), the largest entry.
         target = tl.where(target < 0, mass_frac * tl.max(mass, 0), target)
         holds = (count >= need_count) & (mass >= target)  # true for a prefix of the pivots
