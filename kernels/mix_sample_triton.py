@@ -298,7 +298,7 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
     """(streaming block, search block, num_warps). The interpreter's cost grows with the
     number of block iterations, so it gets whole-row blocks."""
     if triton_interpreting():
-        block = min(triton.next_power_of_2(vocab), 65536)
+        block = min(max(triton.next_power_of_2(vocab), 4), 65536)  # >= 4: one Philox call, one lane
         return block, block, 4
     return GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS
 

@@ -183,3 +183,18 @@ def test_draws_follow_the_definition(mode, kw):
     expected = torch.tensor([p[i] for i in support], dtype=torch.float64) * n
     assert expected.min() >= 5
     assert chisquare(observed[support].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("vocab", [1, 2, 3])
+def test_tiny_vocabularies(vocab, fresh_seed):
+    """Fewer tokens than one Philox call (4) or one search lane: both backends agree."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c = torch.randn(6, vocab, generator=gen)
+    u = torch.randn(6, vocab, generator=gen)
+    for kw in (dict(), dict(top_p=0.5), dict(top_k=1), dict(temperature=0.0)):
+        kernel = mix_sample(c, u, 0.4, seeds=torch.arange(6), step=1, backend="triton", **kw)
+        reference = mix_sample(c, u, 0.4, seeds=torch.arange(6), step=1, backend="torch", **kw)
+        assert torch.equal(kernel.tokens, reference.tokens), kw
+        torch.testing.assert_close(kernel.logprobs, reference.logprobs, atol=2e-5, rtol=0)
+        if vocab == 1:
+            assert kernel.tokens.tolist() == [0] * 6 and torch.equal(kernel.logprobs, torch.zeros(6))
