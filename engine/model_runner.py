@@ -10,7 +10,8 @@ from judgefree.engine.kv_cache import allocate_kv_cache
 from judgefree.engine.layers import AttentionMetadata
 from judgefree.engine.response import Response, StepResult
 from judgefree.engine.scheduler import Batch
-from judgefree.kernels.mix_sample import mix_sample
+from judgefree.engine.staging import HostStager, ResultFetcher
+from judgefree.kernels.mix_sample import mix_sample, raise_for_flags
 from judgefree.kernels.paged_attention import paged_attention_ops
 
 
@@ -34,6 +35,10 @@ class ModelRunner:
             self.language_model, config, max_model_len, device, dtype)
         # The attention kernels are chosen once here: the layers call them unchecked.
         self.attention_ops = paged_attention_ops(config.attention_backend, self.kv_cache[0, 0])
+        # one host-to-device copy for the forward's inputs, one for the sampling parameters,
+        # one device-to-host copy for the results (pinned buffers on CUDA; plain tensors on CPU)
+        self.input_stager, self.sampling_stager = HostStager(device), HostStager(device)
+        self.results = ResultFetcher(device)
         self.graphs = None
         if device.type == "cuda" and not config.enforce_eager:
             from judgefree.engine.cuda_graph import DecodeGraphs
@@ -45,10 +50,10 @@ class ModelRunner:
     def _tensor(self, values, dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype, device="cpu").to(self.device, non_blocking=True)
 
-    def _block_tables(self, paths) -> torch.Tensor:
+    @staticmethod
+    def _block_table_rows(paths) -> list[list[int]]:
         width = max(len(path.block_table) for path in paths)
-        rows = [path.block_table + [0] * (width - len(path.block_table)) for path in paths]
-        return self._tensor(rows, torch.int32)
+        return [path.block_table + [0] * (width - len(path.block_table)) for path in paths]
 
     def _slot(self, path, position: int) -> int:
         if position < path.num_computed:
@@ -78,14 +83,17 @@ class ModelRunner:
                     features = response.image_features
                     image_rows.extend(range(row0 + lo - start, row0 + hi - start))
                     image_values.append(features[lo - path.image_span[0]:hi - path.image_span[0]])
+        slot_mapping, block_tables, context_lens, input_ids, positions, cu_seqlens, image_rows = (
+            self.input_stager.stage(
+                (slots, torch.int64), (self._block_table_rows(batch.paths), torch.int32), (lens, torch.int32),
+                (ids, torch.int64), (positions, torch.int64), (cu if batch.is_prefill else [], torch.int32),
+                (image_rows, torch.int64)))
         meta = AttentionMetadata(
-            is_prefill=batch.is_prefill, slot_mapping=self._tensor(slots, torch.int64),
-            block_tables=self._block_tables(batch.paths), context_lens=self._tensor(lens, torch.int32),
-            cu_seqlens_q=self._tensor(cu, torch.int32) if batch.is_prefill else None,
+            is_prefill=batch.is_prefill, slot_mapping=slot_mapping, block_tables=block_tables,
+            context_lens=context_lens, cu_seqlens_q=cu_seqlens if batch.is_prefill else None,
             ops=self.attention_ops)
-        input_ids = self._tensor(ids, torch.int64)
-        images = (self._tensor(image_rows, torch.int64), torch.cat(image_values)) if image_rows else None
-        return input_ids, self._tensor(positions, torch.int64), meta, images
+        images = (image_rows, torch.cat(image_values)) if image_values else None
+        return input_ids, positions, meta, images
 
     def _encode_images(self, batch: Batch, chunk: int = 32) -> None:
         """Run the vision tower once for every image whose tokens this step prefills."""
@@ -129,27 +137,36 @@ class ModelRunner:
 
     def _sample(self, responses: list[Response], hidden: torch.Tensor) -> StepResult:
         """One ``mix_sample`` over every sampled response: mix and contrast rows alike, each
-        with its own parameters."""
+        with its own parameters. The parameters were checked when the requests were admitted
+        (SamplingParams, Engine._response), so mix_sample runs unvalidated (no host syncs);
+        the bad-logits flags it sets come back with the tokens, in the one result copy."""
         uses_u = [r.uncond is not None for r in responses]
         cond_rows = [r.cond.last_row for r in responses]
         # Rows without an unconditional path get their own conditional row there: a finite
         # placeholder that mix_sample never reads (their unconditional weight is 0).
         uncond_rows = [(r.uncond or r.cond).last_row for r in responses] if any(uses_u) else []
+        params = [r.sampling for r in responses]
+        rows, h, temperature, top_p, alpha, beta, top_k, seeds, steps = self.sampling_stager.stage(
+            (cond_rows + uncond_rows, torch.int64),
+            ([r.h if u else 0.0 for r, u in zip(responses, uses_u)], torch.float32),
+            ([p.temperature for p in params], torch.float32),
+            ([p.top_p for p in params], torch.float32),
+            ([p.alpha if u else 0.0 for p, u in zip(params, uses_u)], torch.float32),
+            ([p.beta for p in params], torch.float32),
+            ([p.top_k for p in params], torch.int32),
+            ([philox_key(r.seed) for r in responses], torch.int64),
+            ([r.step for r in responses], torch.int64))
         # In the model's dtype: mix_sample reads bf16 and accumulates in fp32 itself.
-        logits = self.language_model.compute_logits(hidden[self._tensor(cond_rows + uncond_rows, torch.int64)])
+        logits = self.language_model.compute_logits(hidden[rows])
         n = len(responses)
         logits_c, logits_u = logits[:n], (logits[n:] if uncond_rows else None)
-        params = [r.sampling for r in responses]
+        modes = [p.mode for p in params]
         out = mix_sample(
-            logits_c, logits_u,
-            self._tensor([r.h if u else 0.0 for r, u in zip(responses, uses_u)], torch.float32),
-            temperature=self._tensor([p.temperature for p in params], torch.float32),
-            top_k=self._tensor([p.top_k for p in params], torch.int32),
-            top_p=self._tensor([p.top_p for p in params], torch.float32),
-            seeds=self._tensor([philox_key(r.seed) for r in responses], torch.int64),
-            step=self._tensor([r.step for r in responses], torch.int64),
-            mode=[p.mode for p in params],
-            alpha=self._tensor([p.alpha if u else 0.0 for p, u in zip(params, uses_u)], torch.float32),
-            beta=self._tensor([p.beta for p in params], torch.float32),
-            backend=self.config.sampling_backend)
-        return StepResult(out.tokens.tolist(), out.logprobs.tolist(), out.cond_logprobs.tolist())
+            logits_c, logits_u, h, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds, step=steps,
+            mode=modes[0] if len(set(modes)) == 1 else modes,  # one string: no per-row mode copy
+            alpha=alpha, beta=beta, validate=False, backend=self.config.sampling_backend)
+        tokens, logprobs, cond_logprobs, flags = self.results.fetch(
+            out.tokens, out.logprobs, out.cond_logprobs, out.flags)
+        if any(flags):  # NaN / inf / all -inf logits from the model: as mix_sample would raise
+            raise_for_flags(flags)
+        return StepResult(tokens, logprobs, cond_logprobs)

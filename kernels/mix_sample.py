@@ -42,6 +42,7 @@ class MixSample(NamedTuple):
     tokens: torch.Tensor  # int64 [B]
     logprobs: torch.Tensor  # fp32 [B], log-prob under the final (filtered, renormalised) distribution
     cond_logprobs: torch.Tensor  # fp32 [B], log_softmax(logits_c)[token] at temperature 1
+    flags: torch.Tensor  # int32 [B], bad-input bits per row (0: fine); see raise_for_flags
 
 
 def mix_sample(
@@ -69,7 +70,9 @@ def mix_sample(
     other parameter is a scalar or a [B] tensor. Rows whose unconditional weight (h, or alpha
     in contrast mode) is 0 never read ``logits_u``. ``step`` (an int, or one per row) is the
     row's decode step: tokens are a pure function of (seed, step, row inputs).
-    ``validate=False`` skips the host-side checks (and their device syncs).
+    ``validate=False`` skips the host-side checks (and their device syncs): the caller
+    checked the parameters, and reads ``flags`` (``raise_for_flags``) when it copies the
+    results to the host anyway.
     """
     batch, vocab = _check_logits(logits_c, logits_u)
     device = logits_c.device
@@ -101,15 +104,16 @@ def mix_sample(
             logits_c, logits_u, weight_u, temp_t, top_k_t, top_p_t, seeds_t, steps_t.to(torch.int32),
             contrast, log_beta_rows(beta_t, batch, device), has_contrast=any_contrast)
         if validate:
-            _raise_for_flags(flags)
-        return MixSample(tokens, logprobs, cond)
+            raise_for_flags(flags)
+        return MixSample(tokens, logprobs, cond, flags)
 
+    flags = row_flags(logits_c, logits_u, weight_u, contrast, beta_t)
     if validate:
-        _raise_for_flags(row_flags(logits_c, logits_u, weight_u, contrast, beta_t))
+        raise_for_flags(flags)
     tokens, logprobs, cond = mix_sample_reference(
         logits_c, logits_u, h_t, temp_t, top_k_t, top_p_t, seeds_t, steps_t,
         mode=contrast, alpha=alpha_t, beta=beta_t)
-    return MixSample(tokens, logprobs, cond)
+    return MixSample(tokens, logprobs, cond, flags)
 
 
 def _contrast_rows(mode, batch: int, device: torch.device) -> tuple[torch.Tensor, bool]:
@@ -190,7 +194,10 @@ def _check_params(h, temperature, top_k, top_p, alpha, beta, steps) -> None:
             raise ValueError(f"{message}: got {values[row].item()} at row {row}")
 
 
-def _raise_for_flags(flags: torch.Tensor) -> None:
+def raise_for_flags(flags: torch.Tensor | Sequence[int]) -> None:
+    """ValueError naming the first row whose bad-input flags (``MixSample.flags``, a tensor or
+    a host list) are set, and what is wrong with it; nothing when all are 0."""
+    flags = torch.as_tensor(flags)
     row = _first_bad_row(flags != 0)
     if row is None:
         return

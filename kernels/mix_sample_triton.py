@@ -54,16 +54,44 @@ def _online_update(m, s, x):
 
 
 @triton.jit
+def _scaled_minus(x, scale, offset, EMULATE_FMA: tl.constexpr):
+    """x * scale - offset as one fused multiply-add: written out so that the compiler cannot
+    choose per pass whether to fuse (every pass then computes the same p, bit for bit). The
+    interpreter's fma rounds twice (fp32 mul, then add), as the PyTorch reference does;
+    EMULATE_FMA (tests only) rounds once from the exact float64 product, as the GPU does."""
+    if EMULATE_FMA:
+        return (x.to(tl.float64) * scale.to(tl.float64) - offset.to(tl.float64)).to(tl.float32)
+    return tl.fma(x, scale, -offset)
+
+
+@triton.jit
+def _unit_exp(x, scale, offset, EMULATE_FMA: tl.constexpr):
+    """min(exp(x * scale - offset), 1). offset is the max of the *rounded* x * scale; the
+    fused form can exceed it by half an ulp (and exp.approx can round up), so the clamp is
+    what makes every p provably <= scale_c + scale_u, the search's upper bracket."""
+    return tl.minimum(tl.exp(_scaled_minus(x, scale, offset, EMULATE_FMA)), 1.0)
+
+
+@triton.jit
 def _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-           HAS_CONTRAST: tl.constexpr):
+           HAS_CONTRAST: tl.constexpr, EMULATE_FMA: tl.constexpr):
     """Unfiltered p for a block (fp32). mix rows: scale_c = (1-h)/Z_c, scale_u = h/Z_u;
-    contrast rows: scale_c = 1/Z_z over the plausible tokens (l_c >= cut)."""
-    mixed = scale_c * tl.exp(c * inv_t - max_c) + tl.where(use_u, scale_u * tl.exp(u * inv_t - max_u), 0.0)
+    contrast rows: scale_c = 1/Z_z over the plausible tokens (l_c >= cut). Every multiply-add
+    is an explicit fma, and each exp term is <= 1: p <= round(scale_c + scale_u) whatever
+    the compiler fuses, since rounding is monotone."""
+    term_u = tl.where(use_u, scale_u * _unit_exp(u, inv_t, max_u, EMULATE_FMA), 0.0)
+    mixed = tl.fma(scale_c, _unit_exp(c, inv_t, max_c, EMULATE_FMA), term_u)
     if HAS_CONTRAST:
-        z = tl.where(use_u, (1.0 + weight) * c - weight * u, c)
-        contrasted = tl.where(c >= cut, scale_c * tl.exp(z * inv_t - max_c), 0.0)
+        z = _contrast_logits(c, u, weight, use_u)
+        contrasted = tl.where(c >= cut, scale_c * _unit_exp(z, inv_t, max_c, EMULATE_FMA), 0.0)
         return tl.where(contrast, contrasted, mixed)
     return mixed
+
+
+@triton.jit
+def _contrast_logits(c, u, weight, use_u):
+    """(1 + alpha) l_c - alpha l_u (l_c where alpha = 0), one fixed fma in every pass."""
+    return tl.where(use_u, tl.fma(1.0 + weight, c, -(weight * u)), c)
 
 
 @triton.jit
@@ -80,7 +108,7 @@ def _uniform_noise(seed, step_hi, start, BLOCK: tl.constexpr):
 def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
                       inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
                       HAS_CONTRAST: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr,
-                      MAX_PASSES: tl.constexpr):
+                      MAX_PASSES: tl.constexpr, EMULATE_FMA: tl.constexpr):
     """Bit pattern of tau = max{t : count(p >= t) >= need_count and
     mass(p >= t) >= mass_frac * mass(p >= lo)}, searched in [lo, hi) (lo satisfies it).
 
@@ -96,25 +124,38 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
         width = (hi - lo).to(tl.int64)
         t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)
         t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)
-        count = tl.zeros([NUM_PIVOTS], dtype=tl.int32)
-        mass = tl.zeros([NUM_PIVOTS], dtype=tl.float32)
-        bucket_min = tl.full([NUM_PIVOTS], 2147483647, dtype=tl.int32)
-        bucket_max = tl.full([NUM_PIVOTS], -1, dtype=tl.int32)
+        # Per-lane accumulators [pivots, BLOCK // 4], each lane owning 4 consecutive tokens:
+        # the block folds into them within a thread, and the CTA reduces once per pass
+        # (the old [pivots, BLOCK] reduction in every block cost 4 CTA reductions per block).
+        lanes: tl.constexpr = BLOCK // 4
+        count = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.int32)
+        mass = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.float32)
+        bucket_min = tl.full([NUM_PIVOTS, lanes], 2147483647, dtype=tl.int32)
+        bucket_max = tl.full([NUM_PIVOTS, lanes], -1, dtype=tl.int32)
+        t3 = t[:, None, None]
+        t_next3 = t_next[:, None, None]
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             in_row = offs < V
             c = tl.load(c_row + offs, mask=in_row, other=-float("inf")).to(tl.float32)
             u = tl.load(u_row + offs, mask=offs < u_len, other=-float("inf")).to(tl.float32)
-            p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST)
-            bits = p.to(tl.int32, bitcast=True)
-            # [NUM_PIVOTS, BLOCK], reduced along the block: the interpreter (numpy) then sums
-            # pairwise, as accurately as the GPU's tree reduction
-            at_or_above = (bits[None, :] >= t[:, None]) & in_row[None, :]
-            count += tl.sum(at_or_above.to(tl.int32), 1)
-            mass += tl.sum(tl.where(at_or_above, p[None, :], 0.0), 1)
-            in_bucket = at_or_above & (bits[None, :] < t_next[:, None])
-            bucket_min = tl.minimum(bucket_min, tl.min(tl.where(in_bucket, bits[None, :], 2147483647), 1))
-            bucket_max = tl.maximum(bucket_max, tl.max(tl.where(in_bucket, bits[None, :], -1), 1))
+            p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST,
+                      EMULATE_FMA)
+            # past the row: bits -1, below every threshold (all are >= 0)
+            bits = tl.reshape(tl.where(in_row, p.to(tl.int32, bitcast=True), -1), [1, lanes, 4])
+            p3 = tl.reshape(p, [1, lanes, 4])
+            at_or_above = bits >= t3  # [NUM_PIVOTS, lanes, 4]
+            count += tl.sum(at_or_above.to(tl.int32), 2)
+            mass += tl.sum(tl.where(at_or_above, p3, 0.0), 2)
+            in_bucket = at_or_above & (bits < t_next3)
+            bucket_min = tl.minimum(bucket_min, tl.min(tl.where(in_bucket, bits, 2147483647), 2))
+            bucket_max = tl.maximum(bucket_max, tl.max(tl.where(in_bucket, bits, -1), 2))
+        # one reduction per pass, along the lanes: numpy (the interpreter) sums it pairwise,
+        # as accurately as the GPU's tree
+        count = tl.sum(count, 1)
+        mass = tl.sum(mass, 1)
+        bucket_min = tl.min(bucket_min, 1)
+        bucket_max = tl.max(bucket_max, 1)
         # The mass target is fixed by the first pass: mass(p >= initial lo), the largest entry.
         target = tl.where(target < 0, mass_frac * tl.max(mass, 0), target)
         holds = (count >= need_count) & (mass >= target)  # true for a prefix of the pivots
@@ -133,7 +174,7 @@ def _mix_sample_kernel(
     V,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_SEARCH: tl.constexpr, NUM_PIVOTS: tl.constexpr,
-    MAX_PASSES: tl.constexpr,
+    MAX_PASSES: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     c_row = c_ptr + row * stride_c
@@ -196,7 +237,7 @@ def _mix_sample_kernel(
             kept = c >= cut
             neg_inf_kept = use_u & (tl.sum((kept & (u == NEG_INF)).to(tl.int32), 0) > 0)
             flags |= tl.where(neg_inf_kept, _U_NEG_INF_KEPT, 0)
-            z = tl.where(use_u, (1.0 + weight) * c - weight * u, c)
+            z = _contrast_logits(c, u, weight, use_u)
             max_zt, sum_zt = _online_update(max_zt, sum_zt, tl.where(kept, z * inv_t, NEG_INF))
         scale_c = 1.0 / sum_zt
         max_c = max_zt
@@ -212,12 +253,12 @@ def _mix_sample_kernel(
     if (top_k > 0) & (top_k < V):
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k, top_k * 0.0,
                                 inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
+                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
     top_p = tl.load(top_p_ptr + row)
     if top_p < 1.0:
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k * 0, top_p,
                                 inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES)
+                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
 
     # ---- pass 3: the draw over the kept tokens -----------------------------------------
     seed = tl.load(seed_ptr + row)
@@ -232,7 +273,8 @@ def _mix_sample_kernel(
         in_row = offs < V
         c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
         u = tl.load(u_row + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
-        p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST)
+        p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST,
+                      EMULATE_FMA)
         keep = in_row & (p.to(tl.int32, bitcast=True) >= tau) & (p > 0.0)
         kept_mass += tl.sum(tl.where(keep, p, 0.0), 0)
         key = p
@@ -256,17 +298,18 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
     """(streaming block, search block, num_warps). The interpreter's cost grows with the
     number of block iterations, so it gets whole-row blocks."""
     if triton_interpreting():
-        block = min(triton.next_power_of_2(vocab), 65536)
+        block = min(max(triton.next_power_of_2(vocab), 4), 65536)  # >= 4: one Philox call, one lane
         return block, block, 4
     return GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS
 
 
 def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
-                      *, has_contrast: bool):
+                      *, has_contrast: bool, emulate_fma: bool = False):
     """Launch the kernel; per-row parameters (steps: int32, contrast: bool, log_beta: fp32)
     are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the host)
     whether any row contrasts, so that a launch without contrast rows compiles the lean
-    mix-only kernel. Returns (tokens, logprobs, cond_logprobs, flags)."""
+    mix-only kernel. ``emulate_fma`` (interpreter tests only) rounds each fused multiply-add
+    once from float64, the GPU's arithmetic. Returns (tokens, logprobs, cond_logprobs, flags)."""
     batch, vocab = logits_c.shape
     if logits_c.stride(1) != 1:
         logits_c = logits_c.contiguous()
@@ -287,7 +330,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         vocab,
         HAS_U=has_u, HAS_CONTRAST=has_contrast,
         BLOCK=block, BLOCK_SEARCH=block_search, NUM_PIVOTS=NUM_PIVOTS,
-        MAX_PASSES=MAX_SEARCH_PASSES, num_warps=num_warps,
+        MAX_PASSES=MAX_SEARCH_PASSES, EMULATE_FMA=emulate_fma, num_warps=num_warps,
     )
     return tokens, logprobs, cond, flags
 
