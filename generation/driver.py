@@ -32,7 +32,7 @@ from judgefree.store.records import PairRecord, file_sha256, record_from_pair
 from judgefree.store.pair_store import PartWriter, StoreWriter, part_progress
 from judgefree.generation.hdist import HDistribution
 from judgefree.engine.types import SamplingParams
-from judgefree.distributed import Ranks, lock_folder, rank_info, strided
+from judgefree.distributed import Ranks, lock_folder, strided
 from judgefree.fingerprint import model_fingerprint
 from judgefree.images import file_problem
 from judgefree.io import IMAGE_SUFFIXES, printable_path
@@ -202,22 +202,6 @@ def _generate_chunk(engine: Any, chunk: list[str], settings: GenerationSettings,
     return records, tokens
 
 
-def _collective(ranks: Ranks, work: Callable[[], Any]) -> Any:
-    """Rank 0 runs ``work``; every rank gets its result, or raises when it failed on rank 0."""
-    result, problem, error = None, None, None
-    if ranks.is_main:
-        try:
-            result = work()
-        except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
-            error, problem = err, f"{type(err).__name__}: {err}"
-    problem, shared = ranks.broadcast((problem, result if problem is None else None))
-    if error is not None:
-        raise error
-    if problem is not None:
-        raise RuntimeError(f"rank 0 failed: {problem}")
-    return shared
-
-
 def _generate_ranks(engine: Any, images: list[str], out: Path, settings: GenerationSettings,
                     fingerprint: dict[str, Any] | None, chunk_size: int, progress: bool,
                     after_chunk: Callable[[int], None] | None, ranks: Ranks, start: float) -> GenerationReport:
@@ -233,7 +217,7 @@ def _generate_ranks(engine: Any, images: list[str], out: Path, settings: Generat
             writer.commit()
             return sorted(writer.keys("image"))
 
-        stored = set(_collective(ranks, open_store))
+        stored = set(ranks.on_main(open_store))
         chunks = _chunks(images, chunk_size)
         pending = [i for i, chunk in enumerate(chunks) if any(p not in stored for p in chunk)]
         part = writer.part(ranks.rank) if writer is not None else PartWriter(
@@ -267,11 +251,12 @@ def _generate_ranks(engine: Any, images: list[str], out: Path, settings: Generat
                 time.sleep(0.5)
         bar.close()
         ranks.barrier()  # every part is final
-        _collective(ranks, lambda: writer.fold_parts(order=images))
+        ranks.on_main(lambda: writer.fold_parts(order=images))
         counts = ranks.gather(generated)
         merged = _read_merged(out)
     finally:
         lock.release()
+    ranks.barrier()  # the store is free for the next stage on every rank
     return GenerationReport(
         store=out, total_images=len(images), already_stored=sum(p in stored for p in images),
         generated=sum(counts), skipped=merged.get("skipped", []), seconds=time.perf_counter() - start,

@@ -15,7 +15,7 @@ or check (``JobLock``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -103,6 +103,11 @@ class Ranks:
         return self.info.world_size > 1
 
     @classmethod
+    def single(cls) -> Ranks:
+        """One process, whatever the environment says (a library call outside torchrun's stages)."""
+        return cls(RankInfo(0, 1, 0))
+
+    @classmethod
     def start(cls, timeout_minutes: float = 24 * 60) -> Ranks:
         """This process's ranks; under torchrun a gloo group (when none is running) and one job id.
         The timeout bounds how long a rank may wait at a barrier for a slower one: a whole stage."""
@@ -138,6 +143,24 @@ class Ranks:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, work: Callable[[], T]) -> T:
+        """Rank 0 runs ``work``; every rank gets its result, or raises when it failed there
+        (collective: the other ranks are not left waiting for a rank 0 that stopped)."""
+        if not self.distributed:
+            return work()
+        result, problem, error = None, None, None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
+                error, problem = err, f"{type(err).__name__}: {err}"
+        problem, shared = self.broadcast((problem, result if problem is None else None))
+        if error is not None:
+            raise error
+        if problem is not None:
+            raise RuntimeError(f"rank 0 failed: {problem}")
+        return shared
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""

@@ -14,6 +14,9 @@ from judgefree.testing.holders import run_cli, run_torchrun
 from judgefree.testing.material import write_corrupt_image, write_photo_files
 from judgefree.testing.store_checks import assert_valid_store, rows
 
+# Each test starts torchrun (2-3 Python processes importing torch): ~15-40 s on 2 busy cores.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
