@@ -6,7 +6,8 @@
 Each round runs the same command into a fresh store once per process count, the counts
 interleaved (1, N, 1, N, ...), so a change of machine load hits both; the table gives medians
 over the rounds with min and max. Two rates per run: "job" is the pairs over the driver's own
-time (rank 0's report: from opening the store to the folded manifest, engines already loaded),
+time (rank 0's report: from the moment every rank has its engine loaded and holds the store's
+lock to the folded manifest),
 "wall" the pairs over the whole command (process start, imports, model load included).
 Scaling efficiency = rate(N) / (N * rate(1)). The load average before each round is recorded:
 on a shared 2-core machine another job's load lowers the N-process numbers most. The stores of

@@ -206,6 +206,7 @@ def _generate_ranks(engine: Any, images: list[str], out: Path, settings: Generat
                     fingerprint: dict[str, Any] | None, chunk_size: int, progress: bool,
                     after_chunk: Callable[[int], None] | None, ranks: Ranks, start: float) -> GenerationReport:
     lock = lock_folder(out, ranks)
+    start = time.perf_counter()  # every rank is here, its engine loaded: the job's time starts
     writer: StoreWriter | None = None
     try:
         def open_store() -> list[str]:
@@ -238,7 +239,7 @@ def _generate_ranks(engine: Any, images: list[str], out: Path, settings: Generat
         for index in strided(pending, ranks.rank, ranks.world_size):
             chunk = [p for p in chunks[index] if p not in stored]
             records, n = _generate_chunk(engine, chunk, settings, skipped)
-            part.append(records, skipped=skipped)
+            part.append(records, skipped=skipped, chunk=index)
             generated += len(records)
             tokens += n
             if ranks.is_main and progress:
@@ -248,7 +249,7 @@ def _generate_ranks(engine: Any, images: list[str], out: Path, settings: Generat
         part.commit(done=True)
         if ranks.is_main and progress:
             while show() < ranks.world_size:
-                time.sleep(0.5)
+                time.sleep(0.2)  # a few small JSON reads: cheap
         bar.close()
         ranks.barrier()  # every part is final
         ranks.on_main(lambda: writer.fold_parts(order=images))

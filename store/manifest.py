@@ -110,9 +110,12 @@ def with_parts(store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     merged = dict(manifest)
     listed = {entry.get("file") for entry in manifest["shards"] if isinstance(entry, dict)}
     shards, skipped = list(manifest["shards"]), list(manifest.get("skipped", []))
+    new = []
     for _, part in parts:
-        shards += [entry for entry in part["shards"] if not (isinstance(entry, dict) and entry.get("file") in listed)]
+        new += [entry for entry in part["shards"] if not (isinstance(entry, dict) and entry.get("file") in listed)]
         skipped += part.get("skipped", [])
+    shards += [{k: v for k, v in e.items() if k != "chunk"} if isinstance(e, dict) else e
+               for e in sorted(new, key=chunk_order)]
     seen, unique = set(), []
     for entry in skipped:  # a rerun may list an image again that a killed rank listed
         key = entry.get("image") if isinstance(entry, dict) else None
@@ -121,6 +124,13 @@ def with_parts(store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
             unique.append(entry)
     merged.update(shards=shards, skipped=unique)
     return merged
+
+
+def chunk_order(entry: Any) -> int:
+    """Where a part's shard goes in the store's order: its ``chunk`` (ranks write chunks out of
+    order); shards without one keep their place (a stable sort)."""
+    chunk = entry.get("chunk") if isinstance(entry, dict) else None
+    return chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else -1
 
 
 def validate(store: Path, manifest: dict[str, Any]) -> None:

@@ -218,9 +218,13 @@ class StoreWriter:
         parts = mf.read_parts(self.path)
         listed = {entry["file"] for entry in self.manifest["shards"]}
         skipped: list[dict[str, str]] = []
+        new = []
         for _, part in parts:
-            self.manifest["shards"] += [entry for entry in part["shards"] if entry["file"] not in listed]
+            new += [entry for entry in part["shards"] if entry["file"] not in listed]
             skipped += part.get("skipped", [])
+        # In the order one process writes them (chunk by chunk), so the store reads the same.
+        new.sort(key=mf.chunk_order)
+        self.manifest["shards"] += [{k: v for k, v in entry.items() if k != "chunk"} for entry in new]
         if order is not None:
             position = {image: i for i, image in enumerate(order)}
             skipped.sort(key=lambda entry: position.get(entry.get("image"), len(position)))
@@ -283,15 +287,20 @@ class PartWriter:
             raise RuntimeError(f"{self.file} already exists: the parts of an earlier job were not folded")
         self.commit()
 
-    def append(self, records: list[PairRecord], *, skipped: list[dict[str, str]] | None = None) -> None:
-        """One new shard of ``records`` (and this rank's skipped images so far), committed."""
+    def append(self, records: list[PairRecord], *, skipped: list[dict[str, str]] | None = None,
+               chunk: int | None = None) -> None:
+        """One new shard of ``records`` (and this rank's skipped images so far), committed;
+        ``chunk``: its place in the job's order of chunks (the fold lists shards in that order)."""
         if records:
             while True:
                 file = f"{PAIRS}/{self.prefix}-r{self.rank}-{self.state['next_shard']:05d}.parquet"
                 self.state["next_shard"] += 1
                 if file not in self._listed:
                     break
-            self.state["shards"].append(_stage_shard(self.path, file, records))
+            entry = _stage_shard(self.path, file, records)
+            if chunk is not None:
+                entry["chunk"] = chunk
+            self.state["shards"].append(entry)
         if skipped is not None:
             self.state["skipped"] = list(skipped)
         self.commit()
