@@ -190,7 +190,13 @@ def run_benchmark(engine: GenerationEngine, questions: list[Question], out_path:
     if distributed:
         batches = strided(batches, ranks.rank, ranks.world_size)
         progress = progress and ranks.is_main
-    for start in tqdm(batches, desc="eval run", unit="batch", disable=not progress):
+    # Questions answered by the whole job (on rank 0 read from every rank's part).
+    bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="eval run", unit="question",
+               disable=not progress)
+    for start in batches:
+        if distributed and progress:
+            bar.n = len(questions) - len(todo) + sum(len(read_records(p, "answers")) for p in rank_parts(out_path))
+            bar.refresh()
         batch = todo[start : start + settings.batch_size]
         requests = [
             Request(prompt=q.question, image=_open_image(q.image), sampling=sampling,
@@ -213,6 +219,8 @@ def run_benchmark(engine: GenerationEngine, questions: list[Question], out_path:
             write_jsonl_atomic(part, mine)
         else:
             write_jsonl_atomic(out_path, done)
+            bar.update(len(batch))
+    bar.close()
     if distributed:
         ranks.barrier()  # every part is final
         failed = [item for rank_failed in ranks.gather(failed) for item in rank_failed]

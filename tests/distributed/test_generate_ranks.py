@@ -105,3 +105,15 @@ def test_a_rerun_with_more_ranks_resumes_a_single_process_store(setup, tmp_path)
     assert f"{9 - before} pairs generated, {before} already in" in done.stdout
     assert_valid_store(out)
     assert _by_image(out) == _by_image(single)
+
+
+def test_an_unrelated_job_is_refused_on_every_rank(setup, tmp_path):
+    from judgefree.testing.holders import hold_lock
+
+    _, model, images, _ = setup
+    out = tmp_path / "busy"
+    with hold_lock(out):  # another run writes this store
+        done = run_torchrun(_argv(model, images, out), 2, tmp_path, timeout=120)
+    assert done.returncode != 0  # every rank stopped (none was left waiting at a barrier)
+    assert done.stderr.count("is being written by another judgefree run") >= 2
+    assert not (out / "manifest.json").exists()
