@@ -73,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from judgefree.curate.clip_score import ClipConfig, ClipScorer
     from judgefree.curate.curation import curate_store, open_source
     from judgefree.curate.selection import Selection, format_summary
@@ -87,9 +89,16 @@ def run(args: argparse.Namespace) -> int:
     config = ClipConfig(model=args.clip, weights=weights, kind=args.score, device=args.device,
                         precision=args.precision, quick_gelu=args.clip_quick_gelu,
                         text_batch=args.text_batch, image_batch=args.image_batch)
-    scorer = ClipScorer.load(config)
-    report = curate_store(args.pairs, args.out, scorer, selection, clip_settings=config.to_manifest(),
-                          chunk_size=args.chunk_size, progress=not args.no_progress)
+    from judgefree.distributed import Ranks, rank_device
+
+    with Ranks.start() as ranks:  # under torchrun: each rank scores its share on its own GPU
+        if ranks.distributed and args.device in ("auto", "cuda"):
+            config = replace(config, device=rank_device(None if args.device == "auto" else args.device, ranks))
+        scorer = ClipScorer.load(config)
+        report = curate_store(args.pairs, args.out, scorer, selection, clip_settings=config.to_manifest(),
+                              chunk_size=args.chunk_size, progress=not args.no_progress, ranks=ranks)
+    if not ranks.is_main:
+        return 0  # rank 0 reports (and exports) for the job
     print(format_summary(report.summary))
     print(f"curated store: {report.store}  histogram: {report.histogram}  "
           f"({report.newly_scored} pairs scored now, {report.seconds:.1f} s)")

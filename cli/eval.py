@@ -107,10 +107,16 @@ def _one_writer(run):
     """Hold the answers file's lock while ``run`` appends to it: two runs on one --out would
     interleave their batches."""
     def locked(args: argparse.Namespace) -> int:
-        from judgefree.locks import FolderLock
+        from judgefree.distributed import Ranks, lock_folder
 
-        with FolderLock.for_file(args.out):
-            return run(args)
+        out = Path(args.out)
+        with Ranks.start() as ranks:  # under torchrun: rank 0 holds the lock for the job
+            lock = lock_folder(out.parent, ranks, name=f".{out.name}.lock")
+            try:
+                args.ranks = ranks
+                return run(args)
+            finally:
+                lock.release()
 
     return locked
 
@@ -122,13 +128,21 @@ def _run(args: argparse.Namespace) -> int:
     settings = halbench.RunSettings(str(Path(args.model).resolve()), args.max_new_tokens,
                                     args.batch_size, args.temperature, args.seed)
     questions = halbench.load_questions(args.questions, args.images)
+    ranks = args.ranks
     _, todo = halbench.pending_questions(questions, args.out, settings)
     if not todo:
-        print(f"all {len(questions)} questions already answered in {args.out}")
+        ranks.on_main(lambda: halbench.merge_parts(questions, args.out, settings))
+        if ranks.is_main:
+            print(f"all {len(questions)} questions already answered in {args.out}")
         return 0
-    engine = halbench.load_engine(args.model, dtype=args.dtype, device=args.device)
+    from judgefree.distributed import rank_device
+
+    device = rank_device(args.device, ranks) if ranks.distributed else args.device
+    engine = halbench.load_engine(args.model, dtype=args.dtype, device=device)
     summary = halbench.run_benchmark(engine, questions, args.out, settings,
-                                     progress=sys.stderr.isatty())
+                                     progress=sys.stderr.isatty(), ranks=ranks)
+    if not ranks.is_main:
+        return 1 if summary.failed else 0  # rank 0 reports for the job
     print(f"answered {summary.generated}, already there {summary.skipped}, failed "
           f"{len(summary.failed)}; wrote {args.out}")
     for question_id, error in summary.failed:

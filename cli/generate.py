@@ -66,14 +66,15 @@ def run(args: argparse.Namespace) -> int:
     settings = generation_settings(args, str(model.resolve()))
     images = list_images(args.images)
 
-    import torch
-
+    from judgefree.distributed import Ranks, rank_device
     from judgefree.engine import Engine
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    engine = Engine.from_pretrained(str(model), dtype=args.dtype, device=device)
-    report = generate_store(engine, images, args.out, settings, chunk_size=args.chunk_size,
-                            progress=not args.no_progress)
+    with Ranks.start() as ranks:  # under torchrun: each rank its own engine on its own GPU
+        engine = Engine.from_pretrained(str(model), dtype=args.dtype, device=rank_device(args.device, ranks))
+        report = generate_store(engine, images, args.out, settings, chunk_size=args.chunk_size,
+                                progress=not args.no_progress, ranks=ranks)
+        if not ranks.is_main:
+            return 0  # rank 0 reports for the job
     print(f"{report.generated} pairs generated, {report.already_stored} already in {report.store}, "
           f"{len(report.skipped)} images skipped, {report.seconds:.1f} s")
     if report.skipped:

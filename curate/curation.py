@@ -8,6 +8,12 @@ both texts are unchanged; a damaged part is dropped and its pairs scored again (
 The selection that follows is cheap and global (ranks over all pairs), so it is redone in full
 on every run: rerunning with another ``--keep`` re-selects without re-scoring. ``OUT`` is
 locked for the whole run, and a source store that another run is still writing is refused.
+
+Under torchrun (``ranks``) every rank scores every ``world``-th chunk of the pairs still to score
+into its own score parts (``scores/progress-r<rank>.json``, ``part-r<rank>-*.parquet``; rank 0
+keeps ``progress.json``); the selection, global, runs once on rank 0 over the union, which writes
+the curated store. Every rank reads every rank's score parts, so a rerun with any number of
+ranks scores only what none stored.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from judgefree.curate.clip_score import ClipScorer, PairScore
 from judgefree.curate.histogram import write_histogram
 from judgefree.store.records import PairRecord
 from judgefree.curate.selection import Selection, kept_ranges, select, summarize
+from judgefree.distributed import Ranks, lock_folder, strided
 from judgefree.errors import DamagedFile, FolderLocked
 from judgefree.io import read_parquet, remove_stale_tmp, write_atomic, write_json_atomic
 from judgefree.locks import FolderLock, describe_holder, holder_of
@@ -54,26 +61,39 @@ class ScoreLog:
     """Scores computed so far, in ``folder``: Parquet parts listed by ``progress.json``. The
     caller holds the lock of the folder above."""
 
-    def __init__(self, folder: Path, settings: dict[str, Any]):
-        self.folder = folder
+    def __init__(self, folder: Path, settings: dict[str, Any], rank: int = 0):
+        self.folder, self.rank = folder, rank
         folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_tmp(folder)
-        progress = folder / PROGRESS
+        if rank == 0:  # the other ranks' temporary files may be in flight
+            remove_stale_tmp(folder)
+        self.progress = folder / (PROGRESS if rank == 0 else f"progress-r{rank}.json")
         self.state = {"settings": json.loads(json.dumps(settings)), "parts": [], "next_part": 0}
-        if not progress.exists():
-            return
+        self.others: list[dict[str, Any]] = []  # parts other ranks listed (read, never rewritten)
+        for progress in sorted(folder.glob("progress*.json")):
+            parts, next_part = self._listed(progress)
+            if progress == self.progress:
+                self.state.update(parts=parts, next_part=next_part)
+            else:
+                self.others += parts
+
+    def _listed(self, progress: Path) -> tuple[list[dict[str, Any]], int]:
+        """The parts one progress file lists (none when it is damaged: they are scored again)."""
         try:
             stored = json.loads(progress.read_text(encoding="utf-8"))
             parts = [self._entry(part) for part in stored["parts"]]
             stored_settings = stored["settings"]
         except (ValueError, KeyError, TypeError) as err:
             log.warning("%s is damaged (%s): the CLIP scores it listed are computed again", progress, err)
-            return
+            return [], 0
         if stored_settings != self.state["settings"]:
-            raise ValueError(f"{folder} holds scores made with other settings ({stored_settings}); "
+            raise ValueError(f"{self.folder} holds scores made with other settings ({stored_settings}); "
                              "rerun with the same CLIP settings, or choose another output folder")
         unique = list({part["file"]: part for part in parts}.values())
-        self.state.update(parts=unique, next_part=max([stored.get("next_part", 0), len(parts)]))
+        return unique, max([stored.get("next_part", 0), len(parts)])
+
+    def rows(self) -> int:
+        """Scores listed by every rank's progress file now (rank 0's bar)."""
+        return sum(sum(p.get("rows", 0) for p in self._listed(f)[0]) for f in self.folder.glob("progress*.json"))
 
     def _entry(self, part: Any) -> dict[str, Any]:
         """A listed part, its name checked to stay in this folder; schema-1 lists bare names."""
@@ -87,11 +107,13 @@ class ScoreLog:
     def load(self, digests: dict[str, str]) -> dict[str, PairScore]:
         """Stored scores of the pairs whose ``content_digest`` is still ``digests[pair_id]``."""
         scores, whole = {}, []
-        for part in self.state["parts"]:
+        own = {part["file"] for part in self.state["parts"]}
+        for part in self.others + self.state["parts"]:
             table = self._read(part)
             if table is None:
                 continue
-            whole.append(part)
+            if part["file"] in own:
+                whole.append(part)
             for row in table.to_pylist():
                 if digests.get(row["pair_id"]) == row.pop("content"):
                     scores[row["pair_id"]] = PairScore(**row)
@@ -116,7 +138,7 @@ class ScoreLog:
         """Save ``scores``; ``digests`` maps each pair id to its ``content_digest``."""
         if not scores:
             return
-        name = f"part-{self.state['next_part']:05d}.parquet"
+        name = f"part-{'' if self.rank == 0 else f'r{self.rank}-'}{self.state['next_part']:05d}.parquet"
         rows = [{**{k: v for k, v in asdict(s).items() if k != "error"}, "content": digests[s.pair_id]}
                 for s in scores]
         sink = pa.BufferOutputStream()
@@ -126,7 +148,7 @@ class ScoreLog:
         self.state["next_part"] += 1
         self.state["parts"].append({"file": name, "rows": len(rows), "bytes": len(data),
                                     "sha256": hashlib.sha256(data).hexdigest()})
-        write_json_atomic(self.folder / PROGRESS, self.state)
+        write_json_atomic(self.progress, self.state)
 
 
 @dataclass(slots=True)
@@ -166,6 +188,7 @@ def curate_store(
     chunk_size: int = 64,
     progress: bool = True,
     after_chunk: Callable[[int], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> CurationReport:
     """Score, swap, split and keep the pairs of the generated store ``pairs`` into ``out``.
 
@@ -177,15 +200,21 @@ def curate_store(
     start = time.perf_counter()
     pairs, out = Path(pairs), Path(out)
     source = open_source(pairs, out)
-    with FolderLock(out) as lock:
-        return _curate(source, pairs, out, lock, scorer, selection, clip_settings, chunk_size, progress,
-                       after_chunk, start)
+    ranks = ranks if ranks is not None else Ranks.single()
+    lock = lock_folder(out, ranks)
+    try:
+        report = _curate(source, pairs, out, lock, scorer, selection, clip_settings, chunk_size, progress,
+                         after_chunk, start, ranks)
+    finally:
+        lock.release()
+    ranks.barrier()  # the curated store is free for the next stage on every rank
+    return report
 
 
 def _curate(source: PairStore, pairs: Path, out: Path, lock: FolderLock, scorer: ClipScorer, selection: Selection,
             clip_settings: dict[str, Any], chunk_size: int, progress: bool,
-            after_chunk: Callable[[int], None] | None, start: float) -> CurationReport:
-    score_log = ScoreLog(out / "scores", {"clip": clip_settings, "generation": source.settings})
+            after_chunk: Callable[[int], None] | None, start: float, ranks: Ranks) -> CurationReport:
+    score_log = ScoreLog(out / "scores", {"clip": clip_settings, "generation": source.settings}, ranks.rank)
     records = list(source.records())
     repeated = len(records) - len({r.pair_id for r in records})
     if repeated:
@@ -193,11 +222,13 @@ def _curate(source: PairStore, pairs: Path, out: Path, lock: FolderLock, scorer:
     digests = {r.pair_id: content_digest(r) for r in records}
     scores = score_log.load(digests)
     todo = [r for r in records if r.pair_id not in scores]
+    ranks.barrier()  # every rank has read the same scores before any rank adds to them
     failed: dict[str, str] = {}
     segments_done = 0
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="pair", desc="clip score",
-               disable=not progress, dynamic_ncols=True)
-    for index in range(0, len(todo), chunk_size):
+    initial = len(records) - len(todo)
+    bar = tqdm(total=len(records), initial=initial, unit="pair", desc="clip score",
+               disable=not (progress and ranks.is_main), dynamic_ncols=True)
+    for index in strided(range(0, len(todo), chunk_size), ranks.rank, ranks.world_size):
         chunk_scores = scorer.score_records(todo[index:index + chunk_size])
         score_log.append([s for s in chunk_scores if s.error is None], digests)
         for s in chunk_scores:
@@ -206,12 +237,37 @@ def _curate(source: PairStore, pairs: Path, out: Path, lock: FolderLock, scorer:
                 segments_done += s.chosen_segments + s.rejected_segments
             else:
                 failed[s.pair_id] = s.error
-        bar.update(len(chunk_scores))
+        if ranks.distributed:  # the whole job: scores every rank has saved
+            bar.n = initial + score_log.rows() + len(failed)
+            bar.refresh()
+        else:
+            bar.update(len(chunk_scores))
         bar.set_postfix(failed=len(failed), seg_s=f"{segments_done / max(time.perf_counter() - start, 1e-9):.1f}")
         if after_chunk is not None:
             after_chunk(index // chunk_size)
     bar.close()
+    if ranks.distributed:
+        ranks.barrier()  # every rank's scores are saved
+        for other in ranks.gather(failed):
+            failed.update(other)
+        newly = len(todo) - len(failed)
 
+        def select_and_write() -> tuple[dict[str, Any], list[dict[str, str]]]:
+            everything = ScoreLog(out / "scores", {"clip": clip_settings, "generation": source.settings}).load(digests)
+            report = _select_and_write(source, pairs, out, lock, selection, clip_settings, records, everything, failed,
+                                       newly, start)
+            return report.summary, report.skipped
+
+        summary, skipped = ranks.on_main(select_and_write)
+        return CurationReport(out, summary, out / "histogram.png", skipped, newly, time.perf_counter() - start)
+    return _select_and_write(source, pairs, out, lock, selection, clip_settings, records, scores, failed,
+                             len(todo) - len(failed), start)
+
+
+def _select_and_write(source: PairStore, pairs: Path, out: Path, lock: FolderLock, selection: Selection,
+                      clip_settings: dict[str, Any], records: list[PairRecord], scores: dict[str, PairScore],
+                      failed: dict[str, str], newly: int, start: float) -> CurationReport:
+    """The selection over every pair, once, and the curated store (rank 0 alone)."""
     scored = [_with_scores(r, scores.get(r.pair_id)) for r in records]
     selected = select(scored, selection)
     summary = summarize(selected, selection)
@@ -228,7 +284,7 @@ def _curate(source: PairStore, pairs: Path, out: Path, lock: FolderLock, scorer:
     histogram = write_histogram(out / "histogram.png", [r.score_diff for r in selected if r.score_diff is not None],
                                 kept_ranges(selected, selection))
     writer.commit()
-    return CurationReport(out, summary, histogram, skipped, len(todo) - len(failed), time.perf_counter() - start)
+    return CurationReport(out, summary, histogram, skipped, newly, time.perf_counter() - start)
 
 
 def _with_scores(record: PairRecord, score: PairScore | None) -> PairRecord:

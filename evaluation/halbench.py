@@ -7,6 +7,10 @@ it). Without ``image`` the picture is looked up by id in the images folder under
 COCO names. The output JSONL is rewritten atomically after every batch; a rerun skips the
 question ids it already holds, so an interrupted run resumes where it stopped (with the same
 model, temperature and token limit; other settings are refused rather than mixed in).
+
+Under torchrun (``ranks``) each rank answers every ``world``-th batch into its own part beside
+the output (``NAME.rank-<r>.jsonl``); rank 0 merges the parts into the one answers file, in
+question order, when all are done (and, first thing, any parts a killed run left behind).
 """
 
 from __future__ import annotations
@@ -124,12 +128,31 @@ def _open_image(image: Path | bytes) -> Any:
 _RESUME_KEYS = ("model", "temperature", "max_new_tokens")
 
 
+def rank_parts(out_path: str | Path) -> list[Path]:
+    """The answers parts of the ranks of a torchrun job beside ``out_path``."""
+    out = Path(out_path)
+    return sorted(out.parent.glob(f"{glob_escape(out.name)}.rank-*.jsonl"))
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 def pending_questions(questions: list[Question], out_path: str | Path,
                       settings: RunSettings) -> tuple[list[dict[str, Any]], list[tuple[int, Question]]]:
-    """Answers already in ``out_path`` and the (position, question) pairs still to answer.
-    Answers made with another model, temperature or token limit are refused, not mixed in."""
+    """Answers already in ``out_path`` (and in parts killed ranks left beside it) and the
+    (position, question) pairs still to answer. Answers made with another model, temperature or
+    token limit are refused, not mixed in."""
     out = Path(out_path)
     done = read_records(out, "answers") if out.exists() else []
+    seen = {str(r.get("question_id")) for r in done}
+    for part in rank_parts(out):
+        for record in read_records(part, "answers"):
+            if str(record.get("question_id")) not in seen:
+                seen.add(str(record.get("question_id")))
+                done.append(record)
     for record in done:
         for key in _RESUME_KEYS:
             if record.get(key) not in (None, getattr(settings, key)):
@@ -141,17 +164,39 @@ def pending_questions(questions: list[Question], out_path: str | Path,
 
 
 def run_benchmark(engine: GenerationEngine, questions: list[Question], out_path: str | Path,
-                  settings: RunSettings, progress: bool = True) -> RunSummary:
-    """Answer every question not yet in ``out_path`` (greedy when temperature is 0)."""
+                  settings: RunSettings, progress: bool = True, ranks: Any = None) -> RunSummary:
+    """Answer every question not yet in ``out_path`` (greedy when temperature is 0). ``ranks``
+    (``judgefree.distributed.Ranks``): the job's ranks when several processes share the work;
+    the caller holds the answers file's lock for the job."""
     from tqdm import tqdm
 
     from judgefree.engine.types import Request, SamplingParams
 
+    distributed = ranks is not None and ranks.distributed
+    if distributed:  # first, what the ranks of a killed run left
+        ranks.on_main(lambda: merge_parts(questions, out_path, settings))
+    else:
+        merge_parts(questions, out_path, settings)
     done, todo = pending_questions(questions, out_path, settings)
+    if distributed:
+        from judgefree.distributed import strided
+
+        ranks.barrier()  # every rank has read the same answers before any rank adds to them
+        mine: list[dict[str, Any]] = []
+        part = Path(out_path).with_name(f"{Path(out_path).name}.rank-{ranks.rank}.jsonl")
     sampling = SamplingParams(temperature=settings.temperature)
     failed: list[tuple[Any, str]] = []
     batches = range(0, len(todo), settings.batch_size)
-    for start in tqdm(batches, desc="eval run", unit="batch", disable=not progress):
+    if distributed:
+        batches = strided(batches, ranks.rank, ranks.world_size)
+        progress = progress and ranks.is_main
+    # Questions answered by the whole job (on rank 0 read from every rank's part).
+    bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="eval run", unit="question",
+               disable=not progress)
+    for start in batches:
+        if distributed and progress:
+            bar.n = len(questions) - len(todo) + sum(len(read_records(p, "answers")) for p in rank_parts(out_path))
+            bar.refresh()
         batch = todo[start : start + settings.batch_size]
         requests = [
             Request(prompt=q.question, image=_open_image(q.image), sampling=sampling,
@@ -169,9 +214,34 @@ def run_benchmark(engine: GenerationEngine, questions: list[Question], out_path:
             if completion.finish_reason == "error":
                 failed.append((question.question_id, completion.error or "unknown error"))
                 continue  # not written: a rerun tries it again
-            done.append(_answer_record(question, completion, settings))
-        write_jsonl_atomic(out_path, done)
+            (mine if distributed else done).append(_answer_record(question, completion, settings))
+        if distributed:
+            write_jsonl_atomic(part, mine)
+        else:
+            write_jsonl_atomic(out_path, done)
+            bar.update(len(batch))
+    bar.close()
+    if distributed:
+        ranks.barrier()  # every part is final
+        failed = [item for rank_failed in ranks.gather(failed) for item in rank_failed]
+        ranks.on_main(lambda: merge_parts(questions, out_path, settings))
     return RunSummary(len(todo) - len(failed), len(questions) - len(todo), failed)
+
+
+def merge_parts(questions: list[Question], out_path: str | Path, settings: RunSettings) -> int:
+    """Fold the ranks' parts into ``out_path`` (question order, answers of unknown ids last), then
+    delete them; returns the number of answers. The file is written before any part goes, so a
+    kill in between leaves answers in both, which ``pending_questions`` reads once."""
+    parts = rank_parts(out_path)
+    if not parts:
+        return 0
+    done, _ = pending_questions(questions, out_path, settings)
+    position = {str(q.question_id): i for i, q in enumerate(questions)}
+    done.sort(key=lambda r: position.get(str(r.get("question_id")), len(position)))
+    write_jsonl_atomic(out_path, done)
+    for part in parts:
+        part.unlink()
+    return len(done)
 
 
 def _answer_record(question: Question, completion: Any, settings: RunSettings) -> dict[str, Any]:

@@ -9,6 +9,12 @@ a resume with another ``chunk_size`` than the store was started with (recorded i
 is refused. Images that cannot be used (missing, unreadable, too large, a name that is not
 UTF-8, a symlink loop, not a regular file) are skipped, counted and listed with the reason (in
 the manifest and the report); the run goes on. The store is locked while the driver writes it.
+
+Under torchrun (``ranks``: ``judgefree.distributed.Ranks``) every rank runs its own engine on
+its share of the chunks still to do (strided: chunk i of those goes to rank i % world), writes
+its own shards and manifest part, and rank 0 folds the parts into manifest.json once all are
+done. The chunks are the ones one process cuts, so the union is that process's store, and a
+rerun with any number of ranks finishes only what no rank committed (docs/data_parallel.md).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from typing import Any
 from tqdm import tqdm
 
 from judgefree.store.records import PairRecord, file_sha256, record_from_pair
-from judgefree.store.pair_store import StoreWriter
+from judgefree.store.pair_store import PartWriter, StoreWriter, part_progress
 from judgefree.generation.hdist import HDistribution
 from judgefree.engine.types import SamplingParams
+from judgefree.distributed import Ranks, lock_folder, strided
 from judgefree.fingerprint import model_fingerprint
 from judgefree.images import file_problem
 from judgefree.io import IMAGE_SUFFIXES, printable_path
@@ -123,11 +130,13 @@ def generate_store(
     chunk_size: int = 16,
     progress: bool = True,
     after_chunk: Callable[[int], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> GenerationReport:
     """Generate one pair per image into the store at ``out``, resuming what is already there.
 
     ``engine`` follows ``judgefree.engine.Engine.generate_pairs``; ``after_chunk(i)`` is called
-    after chunk ``i`` is committed (a test hook for interruptions).
+    after chunk ``i`` is committed (a test hook for interruptions). ``ranks``: the job's ranks
+    when several processes share the work (every rank calls this with the same arguments).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -135,6 +144,9 @@ def generate_store(
     images = list(dict.fromkeys(_absolute(p) for p in images))
     model = Path(settings.model)
     fingerprint = model_fingerprint(model) if (model / "config.json").is_file() else None
+    if ranks is not None and ranks.distributed:
+        return _generate_ranks(engine, images, Path(out), settings, fingerprint, chunk_size, progress,
+                               after_chunk, ranks, start)
     with StoreWriter(out, stage="generated", settings=settings.to_manifest(), model=fingerprint) as writer:
         _check_chunk_size(writer, chunk_size)
         stored = writer.keys("image")
@@ -149,21 +161,8 @@ def generate_store(
             chunk = [p for p in whole_chunk if p not in stored]
             if not chunk:
                 continue
-            readable = _readable(chunk, skipped)
-            records: list[PairRecord] = []
-            if readable:
-                pairs = engine.generate_pairs(
-                    [path for path, _ in readable], settings.prompt, h_chosen=settings.h_chosen,
-                    h_rejected=settings.h_rejected, sampling=settings.sampling,
-                    max_new_tokens=settings.max_new_tokens, seed=settings.seed,
-                )
-                if len(pairs) != len(readable):
-                    raise RuntimeError(f"engine returned {len(pairs)} pairs for {len(readable)} images")
-                for (path, sha), pair in zip(readable, pairs):
-                    record = _record(pair, path, sha, skipped)
-                    if record is not None:
-                        records.append(record)
-                        tokens += len(record.chosen_token_ids) + len(record.rejected_token_ids)
+            records, n = _generate_chunk(engine, chunk, settings, skipped)
+            tokens += n
             writer.set_skipped(skipped)
             writer.append(records)
             generated += len(records)
@@ -179,6 +178,96 @@ def generate_store(
         store=Path(out), total_images=len(images), already_stored=len(images) - len(todo),
         generated=generated, skipped=skipped, seconds=time.perf_counter() - start,
     )
+
+
+def _generate_chunk(engine: Any, chunk: list[str], settings: GenerationSettings,
+                    skipped: list[dict[str, str]]) -> tuple[list[PairRecord], int]:
+    """The records of one chunk (failures go to ``skipped``) and their number of tokens."""
+    readable = _readable(chunk, skipped)
+    records: list[PairRecord] = []
+    tokens = 0
+    if readable:
+        pairs = engine.generate_pairs(
+            [path for path, _ in readable], settings.prompt, h_chosen=settings.h_chosen,
+            h_rejected=settings.h_rejected, sampling=settings.sampling,
+            max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+        )
+        if len(pairs) != len(readable):
+            raise RuntimeError(f"engine returned {len(pairs)} pairs for {len(readable)} images")
+        for (path, sha), pair in zip(readable, pairs):
+            record = _record(pair, path, sha, skipped)
+            if record is not None:
+                records.append(record)
+                tokens += len(record.chosen_token_ids) + len(record.rejected_token_ids)
+    return records, tokens
+
+
+def _generate_ranks(engine: Any, images: list[str], out: Path, settings: GenerationSettings,
+                    fingerprint: dict[str, Any] | None, chunk_size: int, progress: bool,
+                    after_chunk: Callable[[int], None] | None, ranks: Ranks, start: float) -> GenerationReport:
+    lock = lock_folder(out, ranks)
+    start = time.perf_counter()  # every rank is here, its engine loaded: the job's time starts
+    writer: StoreWriter | None = None
+    try:
+        def open_store() -> list[str]:
+            nonlocal writer
+            # Rank 0 alone: resume checks, folding what killed ranks committed, cleaning up.
+            writer = StoreWriter(out, stage="generated", settings=settings.to_manifest(), model=fingerprint,
+                                 lock=lock)
+            _check_chunk_size(writer, chunk_size)
+            writer.commit()
+            return sorted(writer.keys("image"))
+
+        stored = set(ranks.on_main(open_store))
+        chunks = _chunks(images, chunk_size)
+        pending = [i for i, chunk in enumerate(chunks) if any(p not in stored for p in chunk)]
+        part = writer.part(ranks.rank) if writer is not None else PartWriter(
+            out, ranks.rank, _read_merged(out), lock)
+        skipped: list[dict[str, str]] = []
+        generated = tokens = 0
+        already = sum(p in stored for p in images)
+        bar = tqdm(total=len(images), initial=already, unit="image", desc="generate",
+                   disable=not (progress and ranks.is_main), dynamic_ncols=True)
+
+        def show() -> int:  # rank 0's bar: images done by every rank, from their parts
+            pairs, gone, done = part_progress(out)
+            bar.n = already + pairs + gone
+            bar.set_postfix(pairs=pairs, skipped=gone, ranks_done=f"{done}/{ranks.world_size}")
+            bar.refresh()
+            return done
+
+        for index in strided(pending, ranks.rank, ranks.world_size):
+            chunk = [p for p in chunks[index] if p not in stored]
+            records, n = _generate_chunk(engine, chunk, settings, skipped)
+            part.append(records, skipped=skipped, chunk=index)
+            generated += len(records)
+            tokens += n
+            if ranks.is_main and progress:
+                show()
+            if after_chunk is not None:
+                after_chunk(index)
+        part.commit(done=True)
+        if ranks.is_main and progress:
+            while show() < ranks.world_size:
+                time.sleep(0.2)  # a few small JSON reads: cheap
+        bar.close()
+        ranks.barrier()  # every part is final
+        ranks.on_main(lambda: writer.fold_parts(order=images))
+        counts = ranks.gather(generated)
+        merged = _read_merged(out)
+    finally:
+        lock.release()
+    ranks.barrier()  # the store is free for the next stage on every rank
+    return GenerationReport(
+        store=out, total_images=len(images), already_stored=sum(p in stored for p in images),
+        generated=sum(counts), skipped=merged.get("skipped", []), seconds=time.perf_counter() - start,
+    )
+
+
+def _read_merged(out: Path) -> dict[str, Any]:
+    from judgefree.store.manifest import read_manifest
+
+    return read_manifest(out)
 
 
 def _check_chunk_size(writer: StoreWriter, chunk_size: int) -> None:

@@ -10,8 +10,8 @@
 Round K generates with m_{K-1} (m_0 = --model). Each stage resumes its own partial output
 and is skipped once its marker (written last, atomically) exists. Evaluation may be added on
 a rerun; an evaluation marker written with other evaluation settings is refused. Under
-torchrun, rank 0 generates, curates and evaluates while the other ranks wait for the marker;
-all ranks train.
+torchrun every rank works in every stage (each generates, scores and answers its share;
+docs/data_parallel.md) and all ranks train; rank 0 writes the markers.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from judgefree.curate.clip_score import ClipConfig
 from judgefree.generation.driver import GenerationSettings
 from judgefree.curate.selection import Selection
 from judgefree.io import remove_stale_tmp, write_json_atomic
-from judgefree.locks import FolderLock
-from judgefree.train.distributed import rank_info
+from judgefree.distributed import Ranks, lock_folder, rank_info
 from judgefree.train.config import TrainConfig
 
 STAGES = ("generate", "curate", "train", "evaluate")
@@ -95,6 +94,7 @@ class Loop:
         self.s, self.log = settings, log
         self.out = Path(settings.out)
         self.rank = rank_info()
+        self.ranks = Ranks.single()  # the job's ranks once run() starts
 
     # -- bookkeeping ------------------------------------------------------------------------
     def check_settings(self) -> None:
@@ -130,7 +130,7 @@ class Loop:
                                  f"same ones, or delete {marker} and its output to redo it")
             self.log(f"round {k}: {name} already done, skipped ({marker})")
             return {**done, "skipped": True}
-        if not all_ranks and not self.rank.is_main:
+        if not all_ranks and not self.rank.is_main and not self.ranks.distributed:
             while not marker.is_file():  # rank 0 is working; no collective can wait that long
                 time.sleep(5)
             return json.loads(marker.read_text())
@@ -142,21 +142,25 @@ class Loop:
         summary["seconds"] = round(time.perf_counter() - start, 2)
         if self.rank.is_main:
             write_json_atomic(marker, summary)
+        self.ranks.barrier()  # no rank looks for the next stage's input before this one is done
         self.log(f"round {k}: {name} done in {summary['seconds']:.1f} s")
         _free_memory()
         return summary
 
     # -- the stages -------------------------------------------------------------------------
     def run(self) -> list[RoundReport]:
-        # One improve run per folder: rank 0 holds the lock for the job (judgefree.locks).
-        lock = FolderLock(self.out).acquire() if self.rank.is_main else None
-        try:
-            if lock is not None:  # markers a killed run was writing
-                for folder in (self.out, *self.out.glob("round-*")):
-                    remove_stale_tmp(folder)
-            return self._run()
-        finally:
-            if lock is not None:
+        # One improve run per folder: rank 0 holds the lock for the job, the other ranks check it.
+        with Ranks.start() as self.ranks:
+            if not self.ranks.is_main:
+                self.log = lambda line: None  # rank 0 reports for the job
+            lock = lock_folder(self.out, self.ranks)
+            try:
+                if self.rank.is_main:  # markers a killed run was writing
+                    for folder in (self.out, *self.out.glob("round-*")):
+                        remove_stale_tmp(folder)
+                self.ranks.barrier()
+                return self._run()
+            finally:
                 lock.release()
 
     def _run(self) -> list[RoundReport]:
@@ -188,9 +192,9 @@ class Loop:
 
         # A new seed per round: round k samples fresh responses from m_{k-1}.
         settings = replace(self.s.generation, model=model, seed=self.s.generation.seed + k - 1)
-        engine = Engine.from_pretrained(model, dtype=self.s.dtype, device=self.s.device)
+        engine = Engine.from_pretrained(model, dtype=self.s.dtype, device=self._device())
         report = generate_store(engine, self.s.images, store, settings, chunk_size=self.s.chunk_size,
-                                progress=self.s.progress)
+                                progress=self.s.progress, ranks=self.ranks)
         if report.skipped:  # the stage still counts as done: a rerun will not retry these images
             self.log(f"round {k}: {len(report.skipped)} images gave no pair, e.g. {report.skipped[0]['image']}: "
                      f"{report.skipped[0]['reason']} (all in {store / 'manifest.json'})")
@@ -201,9 +205,12 @@ class Loop:
         from judgefree.curate.clip_score import ClipScorer
         from judgefree.curate.curation import curate_store
 
-        scorer = ClipScorer.load(self.s.clip)
+        clip = self.s.clip
+        if self.ranks.distributed and clip.device in ("auto", "cuda"):
+            clip = replace(clip, device=self._device(None if clip.device == "auto" else clip.device))
+        scorer = ClipScorer.load(clip)
         report = curate_store(pairs, curated, scorer, self.s.selection, clip_settings=self.s.clip.to_manifest(),
-                              progress=self.s.progress)
+                              progress=self.s.progress, ranks=self.ranks)
         keys = ("pairs", "scored", "swapped", "swap_rate", "kept")
         return {"store": str(curated), **{k: report.summary.get(k) for k in keys}}
 
@@ -226,14 +233,26 @@ class Loop:
         answers, result = out / "answers.jsonl", out / "chair.json"
         settings = halbench.RunSettings(model, ev.max_new_tokens, ev.batch_size, 0.0, self.s.generation.seed)
         questions = halbench.load_questions(ev.questions, ev.images)
-        engine = halbench.load_engine(model, dtype=self.s.dtype, device=self.s.device)
-        summary = halbench.run_benchmark(engine, questions, answers, settings, progress=self.s.progress)
+        engine = halbench.load_engine(model, dtype=self.s.dtype, device=self._device())
+        summary = halbench.run_benchmark(engine, questions, answers, settings, progress=self.s.progress,
+                                         ranks=self.ranks)
         if summary.failed:
             raise RuntimeError(f"{len(summary.failed)} evaluation questions failed, e.g. {summary.failed[0]}; "
                                "rerun to retry them")
-        report = evaluate_captions(read_records(answers, "caption"), ev.coco_annotations)
-        write_eval_json(result, report.to_json())
-        return {"answers": str(answers), "chair": str(result), "metrics": asdict(report.metrics)}
+
+        def score() -> dict[str, Any]:  # CHAIR on the merged answers, once
+            report = evaluate_captions(read_records(answers, "caption"), ev.coco_annotations)
+            write_eval_json(result, report.to_json())
+            return asdict(report.metrics)
+
+        return {"answers": str(answers), "chair": str(result), "metrics": self.ranks.on_main(score)}
+
+    def _device(self, device: str | None = "default") -> str | None:
+        """This rank's device: one GPU per rank under torchrun."""
+        from judgefree.distributed import rank_device
+
+        device = self.s.device if device == "default" else device
+        return rank_device(device, self.ranks) if self.ranks.distributed else device
 
 
 def _free_memory() -> None:

@@ -23,6 +23,8 @@ FORMAT = "judgefree-pairs"
 MANIFEST = "manifest.json"
 PAIRS = "pairs"  # the folder that holds the shards and nothing else
 STAGING = ".staging"  # shards written but not yet committed (invisible to folder readers)
+PARTS = "manifest.d"  # one manifest part per rank of a multi-process job (rank-<r>.json)
+_PART = re.compile(r"rank-(\d{1,6})\.json")
 STAGES = ("generated", "curated")
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -68,8 +70,67 @@ def read_manifest(store: Path) -> dict[str, Any]:
             f"{store} is a pair store of schema version {manifest['schema_version']} (shards beside "
             f"{MANIFEST}); upgrade it in place with `judgefree store migrate {store}` (the next "
             "`judgefree generate` into it upgrades it too), then read it again")
+    manifest = with_parts(store, manifest)
     validate(store, manifest)
     return manifest
+
+
+def part_path(store: Path, rank: int) -> Path:
+    return store / PARTS / f"rank-{rank}.json"
+
+
+def read_parts(store: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The manifest parts of the ranks of a multi-process job (``manifest.d/rank-<r>.json``), in
+    rank order; each an object with a ``shards`` list (checked like the manifest's) and ``skipped``."""
+    folder = store / PARTS
+    if not folder.is_dir():
+        return []
+    found = sorted((int(m.group(1)), entry) for entry in folder.iterdir() if (m := _PART.fullmatch(entry.name)))
+    parts = []
+    for _, path in found:
+        try:
+            part = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, OSError) as err:
+            raise DamagedFile(f"{path} is not valid JSON ({err}); it lists the shards one rank committed: "
+                              "restore it, or delete it and rerun the `judgefree generate` to redo them") from None
+        if not isinstance(part, dict) or part.get("format") != FORMAT or not isinstance(part.get("shards"), list) \
+                or not isinstance(part.get("skipped", []), list):
+            raise DamagedFile(f"{path} is not a manifest part of a {FORMAT} store (format, shards, skipped)")
+        parts.append((path, part))
+    return parts
+
+
+def with_parts(store: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with the shards and skipped images of every rank's part after its own
+    (shards it already lists are not added twice: rank 0 folds parts into manifest.json before it
+    deletes them, so a kill in between leaves both)."""
+    parts = read_parts(store)
+    if not parts:
+        return manifest
+    merged = dict(manifest)
+    listed = {entry.get("file") for entry in manifest["shards"] if isinstance(entry, dict)}
+    shards, skipped = list(manifest["shards"]), list(manifest.get("skipped", []))
+    new = []
+    for _, part in parts:
+        new += [entry for entry in part["shards"] if not (isinstance(entry, dict) and entry.get("file") in listed)]
+        skipped += part.get("skipped", [])
+    shards += [{k: v for k, v in e.items() if k != "chunk"} if isinstance(e, dict) else e
+               for e in sorted(new, key=chunk_order)]
+    seen, unique = set(), []
+    for entry in skipped:  # a rerun may list an image again that a killed rank listed
+        key = entry.get("image") if isinstance(entry, dict) else None
+        if key not in seen or key is None:
+            seen.add(key)
+            unique.append(entry)
+    merged.update(shards=shards, skipped=unique)
+    return merged
+
+
+def chunk_order(entry: Any) -> int:
+    """Where a part's shard goes in the store's order: its ``chunk`` (ranks write chunks out of
+    order); shards without one keep their place (a stable sort)."""
+    chunk = entry.get("chunk") if isinstance(entry, dict) else None
+    return chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else -1
 
 
 def validate(store: Path, manifest: dict[str, Any]) -> None:

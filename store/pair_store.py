@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from judgefree.io import fsync_dir, remove_stale_tmp, write_atomic, write_json_atomic  # noqa: F401  (re-exported)
 from judgefree.locks import FolderLock
 from judgefree.store import manifest as mf
-from judgefree.store.manifest import FORMAT, MANIFEST, PAIRS, STAGING  # noqa: F401  (re-exported)
+from judgefree.store.manifest import FORMAT, MANIFEST, PAIRS, PARTS, STAGING  # noqa: F401  (re-exported)
 from judgefree.store.records import SCHEMA, SCHEMA_VERSION, PairRecord
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ class StoreWriter:
                 from judgefree.store.migrate import upgrade
 
                 return upgrade(self.path, manifest)
+            manifest = mf.with_parts(self.path, manifest)  # what killed ranks of a job committed
             mf.validate(self.path, manifest)
             return manifest
         except (ValueError, OSError):
@@ -188,12 +189,7 @@ class StoreWriter:
                 self.manifest["next_shard"] += 1
                 if file not in listed:
                     break
-            table = pa.Table.from_pylist([r.to_row() for r in records], schema=SCHEMA)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            data = sink.getvalue().to_pybytes()
-            write_atomic(mf.staged_path(self.path, file), data)
-            self.manifest["shards"].append(mf.shard_entry(file, data, len(records)))
+            self.manifest["shards"].append(_stage_shard(self.path, file, records))
         if commit:
             self.commit()
 
@@ -205,8 +201,36 @@ class StoreWriter:
         self.manifest.update(entries)
 
     def commit(self) -> None:
+        """Write manifest.json; it holds every rank's shards (``with_parts`` merged them on open,
+        ``fold_parts`` at the end of a job), so the parts go."""
         write_json_atomic(self.path / MANIFEST, self.manifest)
+        for path, _ in mf.read_parts(self.path):
+            path.unlink()
         self._publish(self.manifest)
+
+    def part(self, rank: int) -> PartWriter:
+        """The writer of this process's part in a multi-process job (call after ``commit``)."""
+        return PartWriter(self.path, rank, self.manifest, self.lock)
+
+    def fold_parts(self, order: list[str] | None = None) -> None:
+        """End of a multi-process job, every rank finished: list every part's shards and skipped
+        images in manifest.json (skipped replaced by this job's, sorted by ``order`` of images)."""
+        parts = mf.read_parts(self.path)
+        listed = {entry["file"] for entry in self.manifest["shards"]}
+        skipped: list[dict[str, str]] = []
+        new = []
+        for _, part in parts:
+            new += [entry for entry in part["shards"] if entry["file"] not in listed]
+            skipped += part.get("skipped", [])
+        # In the order one process writes them (chunk by chunk), so the store reads the same.
+        new.sort(key=mf.chunk_order)
+        self.manifest["shards"] += [{k: v for k, v in entry.items() if k != "chunk"} for entry in new]
+        if order is not None:
+            position = {image: i for i, image in enumerate(order)}
+            skipped.sort(key=lambda entry: position.get(entry.get("image"), len(position)))
+            self.manifest["skipped"] = skipped
+        mf.validate(self.path, self.manifest)
+        self.commit()
 
     def _publish(self, manifest: dict[str, Any]) -> None:
         """Make ``pairs/`` hold exactly the shards ``manifest`` lists: remove the others (a
@@ -228,7 +252,7 @@ class StoreWriter:
                 os.replace(staged, final)
         if staging.is_dir():
             shutil.rmtree(staging)  # what is left there was never committed
-        for folder in (self.path, pairs):
+        for folder in (self.path, pairs, self.path / PARTS):
             remove_stale_tmp(folder)
         fsync_dir(pairs)
 
@@ -242,6 +266,76 @@ class StoreWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class PartWriter:
+    """One rank's writer in a multi-process job: its shards (``PREFIX-r<rank>-NNNNN.parquet``)
+    and its manifest part (``manifest.d/rank-<rank>.json``). It never deletes or renames anything
+    but its own staged shards; rank 0 folds the parts into manifest.json once every rank is done.
+    ``lock`` is the job's (``judgefree.distributed.lock_folder``)."""
+
+    def __init__(self, path: str | Path, rank: int, manifest: dict[str, Any], lock: Any):
+        if not getattr(lock, "held", False):
+            raise ValueError(f"a part writer of {path} needs the job's lock of that folder")
+        self.path, self.rank, self.lock = Path(path), rank, lock
+        self.prefix = manifest["shard_prefix"]
+        self._listed = {entry["file"] for entry in manifest["shards"]}
+        self.file = mf.part_path(self.path, rank)
+        self.state: dict[str, Any] = {"format": FORMAT, "part": rank, "shards": [], "skipped": [],
+                                      "next_shard": 0, "done": False}
+        if self.file.exists():  # a part nobody folded: rank 0 folds before any rank writes
+            raise RuntimeError(f"{self.file} already exists: the parts of an earlier job were not folded")
+        self.commit()
+
+    def append(self, records: list[PairRecord], *, skipped: list[dict[str, str]] | None = None,
+               chunk: int | None = None) -> None:
+        """One new shard of ``records`` (and this rank's skipped images so far), committed;
+        ``chunk``: its place in the job's order of chunks (the fold lists shards in that order)."""
+        if records:
+            while True:
+                file = f"{PAIRS}/{self.prefix}-r{self.rank}-{self.state['next_shard']:05d}.parquet"
+                self.state["next_shard"] += 1
+                if file not in self._listed:
+                    break
+            entry = _stage_shard(self.path, file, records)
+            if chunk is not None:
+                entry["chunk"] = chunk
+            self.state["shards"].append(entry)
+        if skipped is not None:
+            self.state["skipped"] = list(skipped)
+        self.commit()
+
+    def commit(self, *, done: bool = False) -> None:
+        self.state["done"] = done
+        (self.path / PAIRS).mkdir(exist_ok=True)
+        write_json_atomic(self.file, self.state)
+        for entry in self.state["shards"]:  # only this rank's own shards move
+            staged = mf.staged_path(self.path, entry["file"])
+            if staged.is_file():
+                final = mf.shard_path(self.path, entry["file"])
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, final)
+        fsync_dir(self.path / PAIRS)
+
+
+def part_progress(path: str | Path) -> tuple[int, int, int]:
+    """(pairs, skipped images, ranks done) over the parts of a running job: rank 0's bar."""
+    pairs = skipped = done = 0
+    for _, part in mf.read_parts(Path(path)):
+        pairs += sum(entry.get("rows", 0) for entry in part["shards"])
+        skipped += len(part.get("skipped", []))
+        done += bool(part.get("done"))
+    return pairs, skipped, done
+
+
+def _stage_shard(store: Path, file: str, records: list[PairRecord]) -> dict[str, Any]:
+    """Write ``records`` as the staged shard ``file``; its manifest entry."""
+    table = pa.Table.from_pylist([r.to_row() for r in records], schema=SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    write_atomic(mf.staged_path(store, file), data)
+    return mf.shard_entry(file, data, len(records))
 
 
 def _is_shard_name(name: str) -> bool:

@@ -36,6 +36,19 @@ class FakeEngine:
         self.calls.append([str(i) for i in images])
         return [self._pair(str(image), prompt, h_chosen, h_rejected, max_new_tokens, seed) for image in images]
 
+    def generate(self, requests) -> list[Completion]:
+        """Plain responses (``eval run``): a pure function of the prompt, the image's pixels and the seed."""
+        self.calls.append([str(r.request_id) for r in requests])
+        out = []
+        for r in requests:
+            pixels = r.image.tobytes() if hasattr(r.image, "tobytes") else str(r.image).encode()
+            key = hashlib.sha256(pixels + f"/{r.prompt}/{r.seed}".encode()).hexdigest()
+            rng = random.Random(int(key[:8], 16))
+            words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
+            out.append(Completion(r.request_id, r.prompt, [rng.randrange(32000) for _ in words],
+                                  " ".join(words).capitalize() + ".", r.h, "stop", [], []))
+        return out
+
     def _pair(self, image, prompt, h_chosen, h_rejected, max_new_tokens, seed) -> Pair:
         try:
             data = Path(image).read_bytes()

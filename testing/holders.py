@@ -54,6 +54,8 @@ _CLI = textwrap.dedent("""
 
     judgefree.engine.Engine = Engine
     kill_at = os.environ.get("KILL_AT")
+    if kill_at and os.environ.get("KILL_RANK", os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
+        kill_at = None  # KILL_RANK: only that rank of a torchrun job dies
     if kill_at:
         module_name, name, nth = kill_at.split(":")
         module = importlib.import_module(module_name)
@@ -74,6 +76,22 @@ _CLI = textwrap.dedent("""
 
 def cli_command(argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _CLI, *argv]
+
+
+def run_torchrun(argv: list[str], nproc: int, tmp: Path, *, kill_at: str | None = None, kill_rank: int | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node NPROC judgefree ARGV`` (fake engine, one thread
+    per rank); ``kill_at`` as for ``run_cli``, on rank ``kill_rank`` only."""
+    script = tmp / "judgefree_fake_cli.py"
+    script.write_text(_CLI)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("WAIT_FOR", "KILL_AT", "KILL_RANK", "JUDGEFREE_JOB_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(name, None)
+    if kill_at:
+        env.update(KILL_AT=kill_at, KILL_RANK=str(kill_rank if kill_rank is not None else 0))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               str(script), *argv]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def run_cli(argv: list[str], *, kill_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

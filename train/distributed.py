@@ -19,49 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-
-@dataclass(frozen=True, slots=True)
-class RankInfo:
-    """This process's place under torchrun (rank 0 of 1 without it)."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
-
-
-def rank_info() -> RankInfo:
-    """Rank, world size and local rank from torchrun's environment (1 process without it)."""
-    world = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local = _env_int("LOCAL_RANK", rank)
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world})")
-    return RankInfo(rank, world, local)
-
-
-def shard_bounds(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[start, stop) of this rank's contiguous share; shares differ in size by at most one."""
-    if total < 0:
-        raise ValueError(f"total must be >= 0, got {total}")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
-    base, extra = divmod(total, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
+# Rank arithmetic is shared with the non-training stages (judgefree/distributed.py).
+from judgefree.distributed import RankInfo, _env_int, rank_info, shard_bounds  # noqa: F401
 
 
 @dataclass(slots=True)
