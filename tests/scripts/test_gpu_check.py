@@ -26,16 +26,16 @@ def test_usage_error_names_the_problem(tmp_path):
     assert "usage" in result.stderr and "OUT_DIR" in result.stderr
 
 
-@pytest.mark.slow  # ~1-2 minutes on 2 cores: every benchmark once at tiny shapes
+@pytest.mark.slow  # ~2-3 minutes on 2 cores: the point is to run every benchmark step once, at tiny shapes
 def test_dry_run_writes_every_table_the_log_and_the_summary(tmp_path):
     out = tmp_path / "gpu-out"
     result = _run("--dry-run", str(out))
     summary = (out / "summary.md").read_text()
     assert result.returncode == 0, summary + (out / "gpu_check.log").read_text()[-4000:]
-    for step in ("wheels", "versions", "gpu tests", "linear_logprobs", "generate", "dpo"):
+    for step in ("wheels", "versions", "gpu tests", "mix_sample", "linear_logprobs", "paged_attention", "generate", "dpo"):
         assert any(line.startswith(f"| {step}") and "| ok |" in line for line in summary.splitlines()), (step, summary)
     results = out / "bench" / "results"
-    for bench in ("linear_logprobs", "generate", "dpo"):
+    for bench in ("mix_sample", "linear_logprobs", "paged_attention", "generate", "dpo"):
         table = (results / f"{bench}_cpu-dryrun.md").read_text()
         assert "|" in table, bench
     generate = (results / "generate_cpu-dryrun.md").read_text()
