@@ -67,12 +67,32 @@ step() {
     echo "|---|---|---|---|"
 } >"$SUMMARY"
 
+# judgefree's import layout (pyproject's package-dir: judgefree.kernels is kernels/, ...) as a
+# folder of links, for when an editable install is impossible (no setuptools offline)
+package_farm() {
+    local farm="$OUT/pkg/judgefree" entry
+    rm -rf "$OUT/pkg" && mkdir -p "$farm"
+    for entry in "$ROOT"/judgefree/*; do ln -s "$entry" "$farm/"; done
+    for entry in kernels engine generation store curate train evaluation pipeline assets testing cli; do
+        ln -s "$ROOT/$entry" "$farm/$entry"
+    done
+}
+
 # -- 1. environment and the carried wheels ------------------------------------------------------
 if [[ $DRY -eq 1 ]]; then
     step "wheels (dry run: listed, not installed)" 20 bash -c "ls -1 '$ROOT/wheels/gpu' 2>/dev/null || echo 'no wheels/gpu folder (scripts/download_gpu_wheels.sh fills it)'"
+    package_farm
+    # a plain python3 (not the venv, where the editable install would win): every subpackage resolves
+    # through the links (the packages export lazily, so this needs no torch)
+    step "package links import" 30 env PYTHONPATH="$OUT/pkg" python3 -c "import importlib; mods = [importlib.import_module('judgefree.' + m) for m in 'kernels engine generation store curate train evaluation pipeline assets testing cli'.split()]; assert all(m.__file__.startswith('$OUT/pkg') for m in mods), [m.__file__ for m in mods]; print('judgefree imports from', mods[0].__file__)"
 else
     # --no-index: the GPU machine has no network; --no-deps: torch, transformers, triton are there.
-    step "install wheels" 30 bash -c "nvidia-smi; '$PY' -m pip install --no-index --no-deps '$ROOT'/wheels/gpu/*.whl && '$PY' -m pip install --no-index --no-deps --no-build-isolation -e '$ROOT'"
+    step "install wheels" 30 bash -c "nvidia-smi; '$PY' -m pip install --no-index --no-deps '$ROOT'/wheels/gpu/*.whl"
+    if ! timeout 60 "$PY" -m pip install --no-index --no-deps --no-build-isolation -e "$ROOT" >>"$LOG" 2>&1; then
+        log "editable install failed: importing judgefree through links in $OUT/pkg"
+        package_farm
+        export PYTHONPATH="$OUT/pkg${PYTHONPATH:+:$PYTHONPATH}"
+    fi
 fi
 step "versions" 15 "$PY" -c "import sys, torch, triton, transformers; print(sys.version); print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__); print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
 if [[ -z "$DEVICE" ]]; then
@@ -116,7 +136,7 @@ else
     step "dpo (LoRA, LLaVA-1.5-7B shapes)" 70 "$PY" bench/dpo.py --device cuda --shape llava-7b --steps 3 --warmup 1 --systems ours,eager --workdir "$OUT/work-dpo" --out "$RES/dpo_$DEVICE.md"
 fi
 
-rm -rf "$OUT/work-generate" "$OUT/work-dpo"  # checkpoints: large and rebuilt on demand
+rm -rf "$OUT/work-generate" "$OUT/work-dpo" "$OUT/pkg"  # checkpoints (large, rebuilt on demand), links
 TOTAL=$(( $(date +%s) - START ))
 echo "" >>"$SUMMARY"
 echo "total ${TOTAL}s on $DEVICE; results in bench/results/*_$DEVICE.md; full output in gpu_check.log" >>"$SUMMARY"

@@ -32,7 +32,7 @@ def test_dry_run_writes_every_table_the_log_and_the_summary(tmp_path):
     result = _run("--dry-run", str(out))
     summary = (out / "summary.md").read_text()
     assert result.returncode == 0, summary + (out / "gpu_check.log").read_text()[-4000:]
-    for step in ("wheels", "versions", "gpu tests", "mix_sample", "linear_logprobs", "paged_attention", "generate", "dpo"):
+    for step in ("wheels", "package links import", "versions", "gpu tests", "mix_sample", "linear_logprobs", "paged_attention", "generate", "dpo"):
         assert any(line.startswith(f"| {step}") and "| ok |" in line for line in summary.splitlines()), (step, summary)
     results = out / "bench" / "results"
     for bench in ("mix_sample", "linear_logprobs", "paged_attention", "generate", "dpo"):
@@ -42,7 +42,7 @@ def test_dry_run_writes_every_table_the_log_and_the_summary(tmp_path):
     assert "measured / bound" in generate and "load average" in generate
     log = (out / "gpu_check.log").read_text()
     assert "device tag: cpu-dryrun" in log and "every step ok" in log
-    assert not (out / "work-generate").exists()  # the checkpoints are removed
+    assert not (out / "work-generate").exists() and not (out / "pkg").exists()  # checkpoints and links removed
 
 
 def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path):
