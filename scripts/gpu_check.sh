@@ -32,7 +32,9 @@ if [[ $DRY -eq 1 ]]; then
     PY="${PYTHON:-$ROOT/.venv/bin/python}"
     export TRITON_INTERPRET=1
     DEVICE=cpu-dryrun
+    CAP_SCALE=${CAP_SCALE:-4}  # the caps are sized for the GPU; a shared 2-core CPU is slower
 else
+    CAP_SCALE=1
     PY="${PYTHON:-python3}"
     DEVICE=""
 fi
@@ -44,7 +46,7 @@ log() { echo "$*" | tee -a "$LOG"; }
 
 # step NAME CAP_SECONDS COMMAND...: run under a cap, everything into the log, one summary line
 step() {
-    local name=$1 cap=$2; shift 2
+    local name=$1 cap=$(( $2 * CAP_SCALE )); shift 2
     local t0=$(date +%s) rc status
     log ""
     log "=== $name (cap ${cap}s): $*"
@@ -82,9 +84,10 @@ package_farm() {
 if [[ $DRY -eq 1 ]]; then
     step "wheels (dry run: listed, not installed)" 20 bash -c "ls -1 '$ROOT/wheels/gpu' 2>/dev/null || echo 'no wheels/gpu folder (scripts/download_gpu_wheels.sh fills it)'"
     package_farm
-    # a plain python3 (not the venv, where the editable install would win): every subpackage resolves
-    # through the links (the packages export lazily, so this needs no torch)
-    step "package links import" 30 env PYTHONPATH="$OUT/pkg" python3 -c "import importlib; mods = [importlib.import_module('judgefree.' + m) for m in 'kernels engine generation store curate train evaluation pipeline assets testing cli'.split()]; assert all(m.__file__.startswith('$OUT/pkg') for m in mods), [m.__file__ for m in mods]; print('judgefree imports from', mods[0].__file__)"
+    LINKS_CHECK="import importlib; mods = [importlib.import_module('judgefree.' + m) for m in 'kernels engine generation store curate train evaluation pipeline assets testing cli'.split()]; assert all(m.__file__.startswith('$OUT/pkg') for m in mods), [m.__file__ for m in mods]; print('judgefree imports from', mods[0].__file__)"
+    # -S: no site (the venv's editable install would win); run from $OUT: the checkout's own
+    # judgefree/ folder must not shadow the links (the packages export lazily: no torch needed)
+    step "package links import" 30 bash -c 'cd "$1" && PYTHONPATH="$1/pkg" "$2" -S -c "$3"' _ "$OUT" "$PY" "$LINKS_CHECK"
 else
     # --no-index: the GPU machine has no network; --no-deps: torch, transformers, triton are there.
     step "install wheels" 30 bash -c "nvidia-smi; '$PY' -m pip install --no-index --no-deps '$ROOT'/wheels/gpu/*.whl"
@@ -92,6 +95,7 @@ else
         log "editable install failed: importing judgefree through links in $OUT/pkg"
         package_farm
         export PYTHONPATH="$OUT/pkg${PYTHONPATH:+:$PYTHONPATH}"
+        export PYTHONSAFEPATH=1  # pytest -m: the checkout's judgefree/ (cwd) must not shadow the links
     fi
 fi
 step "versions" 15 "$PY" -c "import sys, torch, triton, transformers; print(sys.version); print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__); print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
