@@ -69,3 +69,49 @@ def synced(fn):
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+
+
+# -- fair wall-clock comparisons (methods interleaved, several rounds) -----------------------
+
+def load_average() -> tuple[float, float, float]:
+    """The 1-, 5- and 15-minute load averages (zeros where the OS has none)."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return (0.0, 0.0, 0.0)
+
+
+def interleaved(methods: dict, rounds: int = 3, sync=None) -> tuple[dict, dict]:
+    """Time every method once per round, the order rotated each round, so that a change in
+    machine load falls on all methods alike. Returns ({name: [seconds per round]},
+    {name: the last round's result}). ``sync`` (e.g. torch.cuda.synchronize) brackets each run."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    names = list(methods)
+    samples: dict = {name: [] for name in names}
+    results: dict = {}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            if sync:
+                sync()
+            start = time.perf_counter()
+            results[name] = methods[name]()
+            if sync:
+                sync()
+            samples[name].append(time.perf_counter() - start)
+    return samples, results
+
+
+def spread(seconds: list) -> tuple[float, float, float]:
+    """(median, min, max) of a list of timings."""
+    return statistics.median(seconds), min(seconds), max(seconds)
+
+
+def load_line(before: tuple, after: tuple) -> str:
+    """One line for a results file: the load around the timings, and whether it was loaded
+    (1-minute load above half the cores: other work shared the CPU)."""
+    cores = os.cpu_count() or 1
+    loaded = max(before[0], after[0]) > cores / 2
+    return (f"load average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
+            f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f} on {cores} cores: "
+            + ("LOADED, other work shared the machine; read ratios, not absolute times" if loaded else "quiet"))

@@ -7,10 +7,15 @@ Each method makes one pair (two responses, h from "fixed:0" and "gaussian:0.5,0.
 image with EOS ignored, so every response has exactly --new-tokens tokens. Baselines
 (testing/baseline.py): "two-forward" runs each response alone, one forward per path per
 token, each path with its own cache; "batched" runs both paths of --batch responses in one
-forward per token. Slow baselines may run on the first --baseline-images images only: rates
-are per pair and per token, so they compare. On the GPU the table also gives the engine's
-decode roofline fraction: (weight bytes + KV bytes read per decode step) / step time, over
-the device's measured copy bandwidth. Timings are wall clock after a warm-up run.
+forward per token; both keep only the last position's logits (``logits_to_keep=1``, as
+transformers' ``generate``). "engine, no prefix sharing" is the engine with its prefix cache
+off: the gap to "engine" is what sharing the prompts buys. Slow baselines may run on the
+first --baseline-images images only: rates are per pair and per token, so they compare.
+Methods are interleaved, --rounds rounds (order rotated), medians with min/max, the load
+average before and after. A second table counts the language-model token-rows each method
+runs and prints the bound they imply and measured / bound. On the GPU the table also gives
+the engine's decode roofline fraction: (weight bytes + KV bytes read per decode step) / step
+time, over the device's measured copy bandwidth.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,10 @@ import torch
 from _timing import (  # bench/ is on sys.path
     copy_bandwidth_gbs,
     device_name,
+    interleaved,
+    load_average,
+    load_line,
+    spread,
     write_atomic,
 )
 from judgefree.engine import Engine, SamplingParams
@@ -49,16 +57,6 @@ def distinct_photos(count: int, size: int = 160) -> list[np.ndarray]:
     return out
 
 
-def _timed(fn) -> tuple[float, object]:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, result
-
-
 def _count(pairs) -> int:
     for pair in pairs:
         for c in (pair.chosen, pair.rejected):
@@ -67,37 +65,84 @@ def _count(pairs) -> int:
     return sum(len(p.chosen.token_ids) + len(p.rejected.token_ids) for p in pairs)
 
 
-def measure(folder: Path, images, args, device: str, dtype: torch.dtype, engine_options: dict) -> list[dict]:
-    """Rows of the table for one checkpoint: engine, two-forward, batched."""
+def measure(folder: Path, images, args, device: str, dtype: torch.dtype, engine_options: dict) -> dict:
+    """One checkpoint: every method timed once per round, methods interleaved (bench/_timing.py)."""
     kwargs = dict(sampling=SamplingParams(temperature=args.temperature, ignore_eos=True),
                   max_new_tokens=args.new_tokens, seed=0)
-    rows = [_engine_row(folder, images, kwargs, device, dtype, engine_options)]
-    _free()
-    rows += _baseline_rows(folder, images, kwargs, args, device, dtype)
-    _free()
-    return rows
-
-
-def _engine_row(folder, images, kwargs, device, dtype, options) -> dict:
-    engine = Engine.from_pretrained(folder, dtype=dtype, device=device, **options)
-    engine.generate_pairs(images[:2], PROMPT, **{**kwargs, "max_new_tokens": 4})  # warm-up
-    before = dict(engine.stats)
-    seconds, pairs = _timed(lambda: engine.generate_pairs(images, PROMPT, **kwargs))
-    stats = {k: engine.stats[k] - before[k] for k in engine.stats}
-    return dict(method="engine", images=len(images), seconds=seconds, tokens=_count(pairs), stats=stats,
-                weight_bytes=_lm_bytes(engine), kv_bytes_per_token=_kv_bytes_per_token(engine))
-
-
-def _baseline_rows(folder, images, kwargs, args, device, dtype) -> list[dict]:
+    # the baseline first: on a GPU the engine sizes its KV cache from the memory left free
     baseline = TransformersBaseline(folder, dtype=dtype, device=device)
-    baseline.generate_pairs(images[:1], PROMPT, **{**kwargs, "max_new_tokens": 4})  # warm-up
-    subset = images[: args.baseline_images or len(images)]
-    seconds, pairs = _timed(lambda: baseline.generate_pairs(subset, PROMPT, **kwargs))
-    rows = [dict(method="two-forward", images=len(subset), seconds=seconds, tokens=_count(pairs))]
-    subset = images[: args.batched_images or len(images)]
-    seconds, pairs = _timed(lambda: baseline.generate_pairs(subset, PROMPT, batched=True, batch_size=args.batch, **kwargs))
-    rows.append(dict(method=f"batched ({args.batch})", images=len(subset), seconds=seconds, tokens=_count(pairs)))
-    return rows
+    engine = Engine.from_pretrained(folder, dtype=dtype, device=device, **engine_options)
+    warm = {**kwargs, "max_new_tokens": 4}
+    engine.generate_pairs(images[:2], PROMPT, **warm)
+    baseline.generate_pairs(images[:1], PROMPT, **warm)
+    baseline.generate_pairs(images[:2], PROMPT, batched=True, **warm)
+    two_images = images[: args.baseline_images or len(images)]
+    batched_images = images[: args.batched_images or len(images)]
+    stats: dict = {}
+
+    def engine_run(sharing: bool):
+        def run():
+            engine.config.prefix_caching = sharing  # read by the scheduler each generate call
+            before = dict(engine.stats)
+            pairs = engine.generate_pairs(images, PROMPT, **kwargs)
+            stats[sharing] = {k: engine.stats[k] - before[k] for k in engine.stats}
+            return pairs
+        return run
+
+    methods = {
+        "engine": engine_run(True),
+        "engine, no prefix sharing": engine_run(False),
+        "two-forward": lambda: baseline.generate_pairs(two_images, PROMPT, **kwargs),
+        f"batched ({args.batch})": lambda: baseline.generate_pairs(batched_images, PROMPT, batched=True,
+                                                                    batch_size=args.batch, **kwargs),
+    }
+    counts = {"engine": len(images), "engine, no prefix sharing": len(images), "two-forward": len(two_images),
+              f"batched ({args.batch})": len(batched_images)}
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    load_before = load_average()
+    samples, results = interleaved(methods, rounds=args.rounds, sync=sync)
+    load_after = load_average()
+    engine.config.prefix_caching = True
+    rows = [dict(method=name, images=counts[name], samples=samples[name], tokens=_count(results[name]))
+            for name in methods]
+    rows[0]["stats"], rows[1]["stats"] = stats[True], stats[False]
+    work = token_work(baseline, images, kwargs, args.batch, stats[True], stats[False])
+    out = dict(rows=rows, work=work, load=load_line(load_before, load_after),
+               weight_bytes=_lm_bytes(engine), kv_bytes_per_token=_kv_bytes_per_token(engine))
+    del engine, baseline
+    _free()
+    return out
+
+
+def token_work(baseline, images, kwargs, batch_size: int, shared: dict, unshared: dict) -> dict:
+    """Token-rows each method runs through the language model for ``images`` (prefill + decode).
+
+    On a CPU a forward's cost grows with the token-rows it processes, so a method that runs R
+    times fewer of them is at most ~R times faster from sharing and skipping alone (attention's
+    growth with context and the vision tower aside): the bound the table prints."""
+    from judgefree.generation.pairs import build_pair_requests
+
+    plan = build_pair_requests(images, PROMPT, "fixed:0", "gaussian:0.5,0.15", kwargs["sampling"],
+                               kwargs["max_new_tokens"], kwargs["seed"])
+    rows = []  # (prompt length, has an image) per LM row
+    for request in plan.requests:
+        prompt = baseline.prompts.build(request.prompt, request.image, request.context)
+        rows.append([len(prompt.cond_ids)] + ([len(prompt.uncond_ids)] if request.h > 0 else []))
+    steps = kwargs["max_new_tokens"] - 1  # the prefill forward gives the first token
+    two = sum(sum(r) + len(r) * steps for r in rows)
+    batched_prefill = batched_real = batched_decode = 0
+    for start in range(0, len(rows), batch_size):
+        chunk = [n for r in rows[start:start + batch_size] for n in r]
+        batched_prefill += len(chunk) * max(chunk)
+        batched_real += sum(chunk)
+        batched_decode += len(chunk) * steps
+    return dict(
+        responses=len(rows), lm_rows=sum(len(r) for r in rows), uncond_skipped=sum(len(r) == 1 for r in rows),
+        prompt_tokens=batched_real, two_forward=two, batched_prefill=batched_prefill,
+        batched_padding=batched_prefill - batched_real, batched=batched_prefill + batched_decode,
+        engine_prefill=shared["prefill_tokens"], engine=shared["prefill_tokens"] + shared["decode_rows"],
+        unshared_prefill=unshared["prefill_tokens"], unshared=unshared["prefill_tokens"] + unshared["decode_rows"],
+        images=len(images), baseline_image_encodes=len(rows))
 
 
 def _lm_bytes(engine) -> int:
@@ -118,40 +163,70 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def table(title: str, rows: list[dict], bandwidth_gbs: float | None) -> str:
+def table(title: str, measured: dict, bandwidth_gbs: float | None, rounds: int) -> str:
+    rows, work = measured["rows"], measured["work"]
     for row in rows:
-        row["pairs_s"] = row["images"] / row["seconds"]
-        row["tokens_s"] = row["tokens"] / row["seconds"]
+        row["median"], row["min"], row["max"] = spread(row["samples"])
+        per_image = row["tokens"] / row["images"]
+        row["tokens_s"] = row["tokens"] / row["median"]
+        row["tokens_s_lo"], row["tokens_s_hi"] = row["tokens"] / row["max"], row["tokens"] / row["min"]
+        row["pairs_s"] = row["tokens_s"] / per_image
     two = next(r for r in rows if r["method"] == "two-forward")
     batched = next(r for r in rows if r["method"].startswith("batched"))
-    lines = [f"### {title}", "",
-             "| method | images | seconds | pairs/s | tokens/s | vs two-forward | vs batched |",
+    lines = [f"### {title}", "", f"{rounds} rounds, methods interleaved (order rotated each round); "
+             "median seconds [min, max]; rates from the median; " + measured["load"], "",
+             "| method | images | seconds, median [min, max] | pairs/s | tokens/s [range] | vs two-forward | vs batched |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['images']} | {r['seconds']:.2f} | {r['pairs_s']:.3f} | {r['tokens_s']:.1f} "
+        lines.append(f"| {r['method']} | {r['images']} | {r['median']:.2f} [{r['min']:.2f}, {r['max']:.2f}] "
+                     f"| {r['pairs_s']:.3f} | {r['tokens_s']:.1f} [{r['tokens_s_lo']:.1f}, {r['tokens_s_hi']:.1f}] "
                      f"| {r['tokens_s'] / two['tokens_s']:.2f}x | {r['tokens_s'] / batched['tokens_s']:.2f}x |")
-    stats = rows[0]["stats"]
+    engine, unshared = rows[0], rows[1]
+    lines += ["", f"Where the gain comes from ({work['images']} images, {work['responses']} responses, "
+              f"{work['lm_rows']} LM rows: {work['uncond_skipped']} h=0 responses run no unconditional row, "
+              "in every method): language-model token-rows per method (prefill + decode).", "",
+              "| method | prefill token-rows | total token-rows | padding | image encodes | bound: batched rows / method rows | measured vs batched | measured / bound |",
+              "|---|---|---|---|---|---|---|---|"]
+    scale = work["images"] / batched["images"]  # the batched baseline may run on a subset
+    entries = [("batched baseline", work["batched_prefill"], work["batched"], work["batched_padding"],
+                work["baseline_image_encodes"], batched),
+               ("two-forward baseline", work["prompt_tokens"], work["two_forward"], 0, work["baseline_image_encodes"], two),
+               ("engine, no prefix sharing", work["unshared_prefill"], work["unshared"], 0, work["responses"], unshared),
+               ("engine", work["engine_prefill"], work["engine"], 0, work["images"], engine)]
+    for name, prefill, total, padding, encodes, row in entries:
+        bound = work["batched"] / total
+        speed = row["tokens_s"] / batched["tokens_s"]
+        lines.append(f"| {name} | {prefill} | {total} | {padding} | {encodes} | {bound:.2f}x | {speed:.2f}x | {speed / bound:.2f} |")
+    lines += ["", "The bound assumes a forward costs in proportion to its token-rows (true of the linear layers "
+              "on a CPU); padding, the shared prefixes (one unconditional prompt for all, one image prompt per "
+              "pair) and the skipped rows are what the engine saves. Measured / bound below 1 is per-step "
+              "overhead (or batching the baseline profits from); above 1, cheaper work per row "
+              f"(e.g. attention, vision tower once per image). Token counts scale to {work['images']} images "
+              f"(x{scale:.0f} for the batched subset)."]
+    stats = engine["stats"]
     if stats.get("decode_steps"):
         step_ms = 1e3 * stats["decode_seconds"] / stats["decode_steps"]
         rows_per_step = stats["decode_rows"] / stats["decode_steps"]
-        lines += ["", f"engine: {stats['prefill_tokens']} prefill tokens in {stats['prefill_seconds']:.2f} s, "
+        lines += ["", f"engine (last round): {stats['prefill_tokens']} prefill tokens in {stats['prefill_seconds']:.2f} s, "
                       f"{stats['decode_steps']} decode steps of {rows_per_step:.1f} rows on average, "
                       f"{step_ms:.1f} ms per decode step, {stats['preemptions']} preemptions"]
         if bandwidth_gbs:
-            moved = stats["decode_steps"] * rows[0]["weight_bytes"] + stats["decode_context_tokens"] * rows[0]["kv_bytes_per_token"]
+            moved = stats["decode_steps"] * measured["weight_bytes"] + stats["decode_context_tokens"] * measured["kv_bytes_per_token"]
             achieved = moved / stats["decode_seconds"] / 1e9
             lines.append(f"decode roofline: {achieved:.0f} GB/s of weights + KV read per second vs "
                          f"{bandwidth_gbs:.0f} GB/s measured copy bandwidth = {achieved / bandwidth_gbs:.1%}")
     return "\n".join(lines) + "\n"
 
 
-def cpu_checkpoints(work: Path) -> list[tuple[str, Path, dict]]:
+def cpu_checkpoints(work: Path, tiny_only: bool = False) -> list[tuple[str, Path, dict]]:
     from judgefree.assets.checkpoints import build_tiny_llava, demo_llava_path
 
     tiny = build_tiny_llava(work / "tiny-llava", hidden=128, layers=4, image_size=112, patch_size=14, seed=0)
     options = dict(max_model_len=1024, max_kv_blocks=4096)
-    return [("tiny random LLaVA (Llama 4x128, CLIP 112px: 64 image tokens)", tiny, options),
-            ("LLaVA on SmolLM2-135M (CLIP 224px: 256 image tokens)", demo_llava_path(), options)]
+    out = [("tiny random LLaVA (Llama 4x128, CLIP 112px: 64 image tokens)", tiny, options)]
+    if not tiny_only:
+        out.append(("LLaVA on SmolLM2-135M (CLIP 224px: 256 image tokens)", demo_llava_path(), options))
+    return out
 
 
 def gpu_checkpoint(work: Path, donor: str | None) -> tuple[str, Path, dict]:
@@ -212,6 +287,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=None, help="pairs to make (CPU 8, GPU 256)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens per response (CPU 32, GPU 128)")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method, interleaved (>= 3 for a table)")
+    parser.add_argument("--tiny-only", action="store_true", help="CPU: the tiny random LLaVA only")
     parser.add_argument("--batch", type=int, default=16, help="responses per batched-baseline forward")
     parser.add_argument("--baseline-images", type=int, default=None, help="two-forward baseline on this many (GPU 8)")
     parser.add_argument("--batched-images", type=int, default=None, help="batched baseline on this many (GPU 64)")
@@ -233,7 +310,8 @@ def main() -> int:
         bandwidth = copy_bandwidth_gbs(torch.device("cuda"), 2048)
     else:
         args.images, args.new_tokens = args.images or 8, args.new_tokens or 32
-        checkpoints, device, dtype, bandwidth = cpu_checkpoints(work), "cpu", torch.float32, None
+        args.baseline_images = args.baseline_images or 4
+        checkpoints, device, dtype, bandwidth = cpu_checkpoints(work, args.tiny_only), "cpu", torch.float32, None
     images = distinct_photos(args.images)
     header = (f"pair generation, {args.images} images, {args.new_tokens} new tokens per response (EOS ignored), "
               f"temperature {args.temperature}, h: fixed:0 / gaussian:0.5,0.15; device: {device_name(torch.device(device))}, "
@@ -241,7 +319,7 @@ def main() -> int:
     print(header, flush=True)
     text = header
     for title, folder, options in checkpoints:
-        section = table(title, measure(folder, images, args, device, dtype, options), bandwidth)
+        section = table(title, measure(folder, images, args, device, dtype, options), bandwidth, args.rounds)
         print(section, flush=True)
         text += section + "\n"
     if args.out:

@@ -9,6 +9,7 @@ prompt, unconditional = prompt alone (through the tokenizer's chat template when
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from judgefree.images import image_content_hash, load_image
 
 LLAVA_FALLBACK = "USER: <image>\n{prompt} ASSISTANT:"
 LLAVA_FALLBACK_TEXT = "USER: {prompt} ASSISTANT:"
+_RECENT = 8  # prompts kept for reuse (a pair's two requests arrive together)
 
 
 @dataclass(slots=True)
@@ -47,6 +49,9 @@ class PromptBuilder:
             self.processor = None
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self._uncond_cache: dict[str, list[int]] = {}
+        # The two responses of a pair ask for the same image + prompt, one after the other:
+        # the processor (resize, normalise, tokenise the expanded template) runs once for both.
+        self._recent: OrderedDict[tuple[str, str], Prompt] = OrderedDict()
 
     def build(self, prompt: str, image: Any = None, context: str | None = None) -> Prompt:
         """Both paths' ids for one request; ValueError for an unreadable image or a request
@@ -94,14 +99,24 @@ class PromptBuilder:
         if image is None:  # no image: both paths see the same text
             return Prompt(list(uncond), uncond)
         picture = load_image(image)
-        text = self._llava_template(prompt, with_image=True)
-        inputs = self.processor(images=picture, text=text, return_tensors="pt")
-        ids = inputs["input_ids"][0].tolist()
-        positions = [i for i, token in enumerate(ids) if token == self.image_token_id]
-        if not positions or positions[-1] - positions[0] + 1 != len(positions):
-            raise ValueError("the processor did not produce one contiguous run of image tokens")
-        return Prompt(ids, uncond, inputs["pixel_values"], (positions[0], positions[-1] + 1),
-                      image_content_hash(picture))
+        image_hash = image_content_hash(picture)
+        key = (prompt, image_hash)  # same pixels and text: the processor's output is the same
+        built = self._recent.get(key)
+        if built is None:
+            text = self._llava_template(prompt, with_image=True)
+            inputs = self.processor(images=picture, text=text, return_tensors="pt")
+            ids = inputs["input_ids"][0].tolist()
+            positions = [i for i, token in enumerate(ids) if token == self.image_token_id]
+            if not positions or positions[-1] - positions[0] + 1 != len(positions):
+                raise ValueError("the processor did not produce one contiguous run of image tokens")
+            built = Prompt(ids, uncond, inputs["pixel_values"], (positions[0], positions[-1] + 1), image_hash)
+            self._recent[key] = built
+            if len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(key)
+        # fresh lists per request (callers may extend them); pixel values are only read
+        return Prompt(list(built.cond_ids), uncond, built.pixel_values, built.image_span, image_hash)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)

@@ -5,7 +5,9 @@
 token, mixed in probability space. ``generate_batched``: one forward per token over both
 paths of several responses (left-padded rows). Both feed the engine's exact prompt ids.
 Sampled (temperature > 0) tokens use torch's generator, not the engine's Philox stream, so
-only greedy outputs are comparable token for token.
+only greedy outputs are comparable token for token. Every forward passes ``logits_to_keep=1``
+as transformers' own ``generate`` does: the lm_head runs on the last position only, so a
+prefill costs no [prompt, vocab] logits (the engine computes none either).
 """
 
 from __future__ import annotations
@@ -84,11 +86,11 @@ class TransformersBaseline:
         uncond_in = dict(input_ids=torch.tensor([prompt.uncond_ids], device=self.device)) if h > 0 else None
         stops, tokens, conds, logprobs, reason = self._stops(request.sampling), [], [], [], "length"
         for _ in range(request.max_new_tokens):
-            out_c = self.model(**cond_in, use_cache=True)
+            out_c = self.model(**cond_in, use_cache=True, logits_to_keep=1)
             logits_c = out_c.logits[:, -1]
             logits_u = None
             if uncond_in is not None:
-                out_u = self.model(**uncond_in, use_cache=True)
+                out_u = self.model(**uncond_in, use_cache=True, logits_to_keep=1)
                 logits_u = out_u.logits[:, -1]
             p = mixed_probs(logits_c, logits_u, h_t, request.sampling.temperature)
             token = pick(p, request.sampling, generator)
@@ -139,7 +141,7 @@ class TransformersBaseline:
         reasons: list[str | None] = [None] * len(requests)
         positions = inputs["position_ids"][:, -1]
         for _ in range(max(r.max_new_tokens for r in requests)):
-            logits = self.model(**inputs, use_cache=True)
+            logits = self.model(**inputs, use_cache=True, logits_to_keep=1)
             last = logits.logits[:, -1]
             next_tokens = torch.full((len(rows),), self.pad_id, device=self.device)
             for i, request in enumerate(requests):
