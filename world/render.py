@@ -71,11 +71,11 @@ def _place(obj: WorldObject, size: int) -> tuple[float, float, float]:
 
 
 def render(scene: Scene, size: int = DEFAULT_SIZE) -> Image.Image:
-    """The RGB picture of ``scene`` at ``size`` x ``size`` pixels (drawn at 4x, then reduced:
+    """The RGB picture of ``scene`` at ``size`` x ``size`` pixels (drawn at 3x, then reduced:
     anti-aliased edges, as a camera would give)."""
     if size < 24:
         raise ValueError(f"image size must be >= 24 px, got {size}")
-    big = size * 4
+    big = size * 3
     image = Image.new("RGB", (big, big), scene.background)
     for obj in scene.objects:
         mask = Image.new("L", (big, big), 0)
