@@ -107,7 +107,7 @@ def train_clip(pixels, scenes: list[Scene], folder: Path, settings: ClipTrainSet
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, np.log(100))
-        losses.append(float(loss))
+        losses.append(loss.item())
         if (step + 1) % 100 == 0:
             log(f"  clip step {step + 1}/{settings.steps}: loss {np.mean(losses[-100:]):.3f}")
     model.eval()

@@ -56,7 +56,10 @@ def write_untrained(folder: Path, clip_config: dict, clip_state: dict, settings:
     torch.manual_seed(settings.seed)
     model = LlavaForConditionalGeneration(config).to(torch.float32)
     tower = convert_visual(clip_state, clip_config)
-    missing = model.model.vision_tower.load_state_dict(tower, strict=False)
+    target = model.model.vision_tower
+    if not any(k.startswith("vision_model.") for k in target.state_dict()):  # transformers 5 flattens it
+        tower = {k.removeprefix("vision_model."): t for k, t in tower.items()}
+    missing = target.load_state_dict(tower, strict=False)
     if missing.unexpected_keys or [k for k in missing.missing_keys if "position_ids" not in k]:
         raise ValueError(f"tower conversion mismatch: {missing}")
     model.save_pretrained(folder)
