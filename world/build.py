@@ -55,10 +55,16 @@ def build(folder: Path, config: WorldConfig, log=print) -> dict:
     summary = {"config": asdict(config), "clip": clip, "seed": seed, "render_seconds": round(t_render, 1),
                "m0_eval": metrics.to_json(), "threads": torch.get_num_threads(),
                "seconds": round(time.perf_counter() - start, 1), "clip_name": CLIP_NAME}
-    (folder / "build.json").write_text(json.dumps(summary, indent=1))
+    from judgefree.io import write_json_atomic
+
+    write_json_atomic(folder / "build.json", summary)
     log(f"world: built in {summary['seconds']:.0f} s; m0 on evaluation scenes: CHAIRs {metrics.chair_s:.1%} "
         f"CHAIRi {metrics.chair_i:.1%} recall {metrics.recall:.1%} attribute errors {metrics.attribute_error:.1%}")
     return summary
+
+
+def built_summary(folder: Path) -> dict:
+    return json.loads((folder / "build.json").read_text())
 
 
 def clip_paths(folder: Path) -> tuple[Path, Path]:

@@ -51,7 +51,8 @@ def hard_negative(scene: Scene, rng: np.random.Generator) -> str:
     """A sentence that is false of ``scene``: an absent class (the partner first) or a wrong colour."""
     present = scene.classes()
     obj = scene.objects[int(rng.integers(len(scene.objects)))]
-    if rng.random() < 0.6:
+    wrong_colour = rng.random() >= 0.6
+    if not wrong_colour:
         partner = PARTNERS[obj.cls]
         absent = [c for c in CLASS_NAMES if c not in present]
         cls = partner if partner not in present and rng.random() < 0.7 else absent[int(rng.integers(len(absent)))]
@@ -60,7 +61,8 @@ def hard_negative(scene: Scene, rng: np.random.Generator) -> str:
         cls = obj.cls
         colour = [c for c in COLOUR_NAMES if c != obj.colour][int(rng.integers(len(COLOUR_NAMES) - 1))]
     fake = WorldObject(cls, colour, obj.row, obj.col, obj.size, obj.dx, obj.dy)
-    return _group_sentence(rng, cls, colour, [fake])
+    # a wrong colour must be said, or the sentence would be true
+    return _group_sentence(rng, cls, colour, [fake], force_colour=wrong_colour)
 
 
 def write_config(folder: Path, image_size: int) -> Path:

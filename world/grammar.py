@@ -34,17 +34,18 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _phrase(rng: np.random.Generator, cls: str, colour: str, count: int) -> str:
+def _phrase(rng: np.random.Generator, cls: str, colour: str, count: int, force_colour: bool = False) -> str:
     name = _name(rng, cls)
-    with_colour = rng.random() < 0.85
+    with_colour = rng.random() < 0.85 or force_colour
     if count == 1:
         head = f"{colour} {name}" if with_colour else name
         return f"{_article(head)} {head}"
     return f"{NUMBERS[count]} {colour} {plural(name)}" if with_colour else f"{NUMBERS[count]} {plural(name)}"
 
 
-def _group_sentence(rng: np.random.Generator, cls: str, colour: str, objs: list[WorldObject]) -> str:
-    phrase = _phrase(rng, cls, colour, len(objs))
+def _group_sentence(rng: np.random.Generator, cls: str, colour: str, objs: list[WorldObject],
+                    force_colour: bool = False) -> str:
+    phrase = _phrase(rng, cls, colour, len(objs), force_colour)
     if len(objs) > 1:
         return PLURAL_FORMS[int(rng.integers(len(PLURAL_FORMS)))].format(obj=phrase)
     form = SINGLE_FORMS[int(rng.integers(len(SINGLE_FORMS)))]
