@@ -23,7 +23,7 @@ POOL_START = 500_000  # pool scenes: evaluation distribution, seeds disjoint fro
 @dataclass(frozen=True, slots=True)
 class DemoSettings:
     world: WorldConfig = WorldConfig()
-    pool: int = 256
+    pool: int = 192
     rounds: int = 1
     temperature: float = 0.7
     max_new_tokens: int = 48
@@ -61,8 +61,9 @@ def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path]
 
 
 def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSettings(), progress: bool = True,
-                   log=print) -> dict:
-    """Run (or resume) the demo; returns the rounds summary written to OUT/rounds.json."""
+                   log=print, world: Path | None = None) -> dict:
+    """Run (or resume) the demo; returns the rounds summary written to OUT/rounds.json.
+    ``world``: a built world folder (default: ``demo.world`` from the cache, built if missing)."""
     from judgefree.pipeline import report
     from judgefree.pipeline.loop import Loop
     from judgefree.store.pair_store import PairStore
@@ -71,9 +72,12 @@ def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSetti
     from judgefree.world.scenes import EVAL, scenes
     from judgefree.world.verdicts import judge
 
+    from judgefree.world.build import single_thread
+
     start = time.perf_counter()
+    single_thread()
     out = Path(out) if out else DEFAULT_OUT
-    world = world_folder(demo.world, log=log)
+    world = Path(world) if world is not None else world_folder(demo.world, log=log)
     size = demo.world.image_size
     pool = scenes("eval", demo.pool, start=POOL_START, dist=EVAL)
     pool_images = write_images(pool, out / "pool_images", size)
