@@ -32,8 +32,9 @@ class DemoSettings:
     epochs: int = 2
     batch_size: int = 16
     splits: int = 5
-    keep: tuple[int, ...] | None = None  # None: every split (the paper's default curation)
-    swap: bool = True
+    seed: int = 0  # generation and DPO seed
+    h_rejected: str = "gaussian:0.5,0.15"
+    keep: tuple[int, ...] | None = None  # None: every split kept (curation always swaps, as the paper does)
 
 
 def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path], progress: bool):
@@ -47,12 +48,12 @@ def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path]
     from judgefree.world.grammar import PROMPT
 
     clip_config, clip_weights = clip_paths(world)
-    generation = GenerationSettings(model="", prompt=PROMPT, h_chosen="fixed:0", h_rejected="gaussian:0.5,0.15",
+    generation = GenerationSettings(model="", prompt=PROMPT, h_chosen="fixed:0", h_rejected=demo.h_rejected,
                                     sampling=SamplingParams(temperature=demo.temperature),
-                                    max_new_tokens=demo.max_new_tokens, seed=0)
+                                    max_new_tokens=demo.max_new_tokens, seed=demo.seed)
     train = TrainConfig(finetune="full", learning_rate=demo.learning_rate, beta=demo.beta, epochs=demo.epochs,
                         batch_size=demo.batch_size, micro_batch_size=demo.batch_size, warmup_ratio=0.0,
-                        save_every=10_000, dtype="float32")
+                        save_every=10_000, dtype="float32", seed=demo.seed)
     return LoopSettings(model=str(world / "m0"), images=[str(p.resolve()) for p in images], out=str(out),
                         rounds=demo.rounds, generation=generation, chunk_size=64,
                         clip=ClipConfig(model=str(clip_config), weights=str(clip_weights), device="cpu"),

@@ -52,8 +52,10 @@ def plot(path: Path, rounds: list[dict], width: int = 560, height: int = 340) ->
 def _marked(caption: str, hallucinated: set[str]) -> str:
     out = []
     for word in caption.split():
-        bare = word.strip(".,").lower()
-        out.append(f"<mark>{html.escape(word)}</mark>" if bare in hallucinated else html.escape(word))
+        bare = word.rstrip(".,")
+        tail = word[len(bare):]
+        marked = f"<mark>{html.escape(bare)}</mark>" if bare.lower() in hallucinated else html.escape(bare)
+        out.append(marked + html.escape(tail))
     return " ".join(out)
 
 

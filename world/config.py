@@ -18,7 +18,7 @@ class WorldConfig:
     cooccurrence: float = 0.9
     colour_prior: float = 0.8
     clip: ClipTrainSettings = field(default_factory=lambda: ClipTrainSettings(steps=250, batch_size=96, warmup=25))
-    seed_model: SeedSettings = field(default_factory=lambda: SeedSettings(hidden=96, layers=2, steps=400,
+    seed_model: SeedSettings = field(default_factory=lambda: SeedSettings(hidden=96, layers=2, steps=1500,
                                                                           batch_size=32, learning_rate=3e-3))
 
     def key(self) -> str:
