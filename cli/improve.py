@@ -3,8 +3,9 @@ per round, each round starting from the previous round's model.
 
 Every stage resumes its partial output and is skipped once complete, so rerunning the same
 command continues where it stopped (a larger --rounds adds rounds). ``judgefree improve
---demo`` runs one full round on bundled photos and a SmolLM2-based LLaVA (see its output for
-which parts are random). Under torchrun, training runs on every rank with FSDP2.
+--demo`` runs one round on the world (procedural scenes with exact truth, a seed LLaVA and its
+CLIP trained here, docs/world.md) and reports hallucination before and after;
+``--demo-smollm2`` is the earlier demo on bundled photos and a SmolLM2-based LLaVA. Under torchrun, training runs on every rank with FSDP2.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from judgefree.cli.curate import diff_range, split_indices
 from judgefree.cli.generate import add_generation_arguments, generation_settings
 from judgefree.train.arguments import add_train_arguments, train_config
 
-DEMO_ALLOWED = {"demo", "out", "no_progress", "command", "func"}
+DEMO_ALLOWED = {"demo", "demo_smollm2", "out", "no_progress", "command", "func"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("improve", help="self-improvement rounds: generate, curate, train (, evaluate)",
                               description=__doc__)
     p.add_argument("--demo", action="store_true",
-                   help="one full round on bundled photos and the SmolLM2-based demo model (no other arguments)")
+                   help="one round on the world: m0 -> pairs -> CLIP curation -> DPO -> m1, hallucination "
+                        "measured against exact truth (builds the world once, cached; no other arguments)")
+    p.add_argument("--demo-smollm2", action="store_true",
+                   help="the earlier demo: one round on bundled photos and the SmolLM2-based LLaVA "
+                        "(random tower and CLIP)")
     p.add_argument("--model", help="seed model folder (Hugging Face layout)")
     p.add_argument("--images", help="folder of images, or a text file with one path per line")
     p.add_argument("--rounds", type=int, default=1, help="rounds to run (default 1); a rerun may raise it")
@@ -94,8 +99,14 @@ def _settings(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from judgefree.pipeline.loop import Loop
 
-    if args.demo:
+    if args.demo or args.demo_smollm2:
         _check_demo_alone(args)
+        if args.demo and args.demo_smollm2:
+            raise ValueError("--demo and --demo-smollm2 are two demos: choose one")
+        if args.demo_smollm2:
+            from judgefree.pipeline.demo_smollm2 import run_demo as run_smollm2
+
+            return run_smollm2(args.out, progress=not args.no_progress)
         from judgefree.pipeline.demo import run_demo
 
         return run_demo(args.out, progress=not args.no_progress)

@@ -15,7 +15,7 @@ import sys
 from judgefree import __version__
 from judgefree.errors import exit_code, one_line
 
-SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate", "improve", "store")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate", "improve", "store", "world")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """judgefree.pipeline: what runs several stages in turn.
 
 ``loop`` is the self-improvement loop (generate -> curate -> train -> evaluate per round,
-each stage resumable); ``demo`` is ``judgefree improve --demo``.
+each stage resumable); ``demo`` is ``judgefree improve --demo`` (the world), ``demo_smollm2`` the earlier
+SmolLM2 demo, ``report`` the demo's rounds.json / plot / HTML page.
 """
 
 from judgefree._lazy import lazy_exports

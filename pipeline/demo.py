@@ -1,116 +1,128 @@
-"""``judgefree improve --demo``: one full round on material that ships with the installation.
+"""``judgefree improve --demo``: the self-improvement loop on the world (docs/world.md).
 
-Built once into ``OUT/assets`` (each piece written to a temporary name, then renamed):
-photos from scikit-image (public domain / CC0), a LLaVA-architecture model whose language
-model is the real SmolLM2-135M-Instruct with a small *random* vision tower and projector,
-and a tiny *random* open_clip model for the verification step (no CLIP weights exist
-offline). Everything else (engine, kernels, curation, DPO trainer) is the real pipeline.
+m0 (built by ``judgefree world build``, cached) -> two responses per pool image (h_chosen 0,
+h_rejected Gaussian 0.5/0.15) -> curated with the world's CLIP -> DPO -> m1 (-> m2 ...). Every
+model is scored on the same held-out evaluation scenes against their exact object lists; the
+pairs' verdicts (h order, CLIP) are checked against that truth. Writes OUT/rounds.json,
+OUT/eval/m{k}.jsonl, OUT/hallucination.png and OUT/index.html. The pool's labels are never
+used by the loop, only to report how right its verdicts were.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from judgefree.curate.clip_score import ClipConfig
-from judgefree.generation.driver import GenerationSettings
-from judgefree.curate.selection import Selection
-from judgefree.engine.types import SamplingParams
-from judgefree.train.config import TrainConfig
-from judgefree.pipeline.loop import LoopSettings
+from judgefree.world.config import WorldConfig
 
 DEFAULT_OUT = Path("runs") / "demo"
-PROMPT = "Describe this image."
-CLIP_NAME = "TinyCLIP-judgefree-demo"
-RANDOM_PARTS = (
-    "What is random in this demo (say it plainly): the LLaVA model's CLIP vision tower and "
-    "projector are randomly initialised, so the model cannot really see the photos; the CLIP "
-    "model that verifies the responses is randomly initialised too (no CLIP weights are "
-    "available offline), so its chosen/rejected verdicts are noise. What is real: the "
-    "language model (SmolLM2-135M-Instruct, Apache-2.0) and its tokenizer, the photos "
-    "(scikit-image, public domain / CC0), and the whole pipeline: two-path generation, "
-    "CLIP scoring and swapping, DPO with reference log-probs from generation, checkpoints."
-)
+POOL_START = 500_000  # pool scenes: evaluation distribution, seeds disjoint from the evaluation scenes
 
 
-def demo_assets(assets: Path) -> tuple[list[Path], tuple[Path, Path]]:
-    """The photos and the random CLIP of the demo, built once into ``assets``."""
-    from judgefree.assets.cache import build_once
-    from judgefree.assets.clip import write_tiny_clip
-    from judgefree.assets.photos import DEMO_PHOTOS, write_photos
-
-    photos = build_once(assets / "images", lambda tmp: write_photos(tmp, DEMO_PHOTOS),
-                        "scikit-image photos: " + ", ".join(DEMO_PHOTOS))
-    clip = build_once(assets / "clip", lambda tmp: write_tiny_clip(tmp, name=CLIP_NAME), "random open_clip model")
-    return sorted(photos.glob("*.png")), (clip / f"{CLIP_NAME}.json", clip / "tiny_clip.safetensors")
-
-
-def demo_settings(out: str | Path = DEFAULT_OUT, progress: bool = True) -> LoopSettings:
-    """Build the assets (once) and the one-round settings: short responses, six photos, LoRA."""
-    from judgefree.assets.checkpoints import demo_llava_path
-
-    out = Path(out)
-    images, (clip_config, clip_weights) = demo_assets(out / "assets")
-    # LLaVA layout: the real SmolLM2-135M language model, a random vision tower + projector
-    # (56 px: 16 image tokens, so that a round fits in minutes on a CPU); cached per machine.
-    model = demo_llava_path(image_size=56)
-    generation = GenerationSettings(model="", prompt=PROMPT, h_chosen="fixed:0", h_rejected="gaussian:0.5,0.15",
-                                    sampling=SamplingParams(temperature=0.7, top_p=0.95), max_new_tokens=24,
-                                    seed=0)
-    train = TrainConfig(finetune="lora", lora_r=8, lora_alpha=16, learning_rate=2e-4, epochs=3,
-                        batch_size=2, micro_batch_size=2, save_every=3, warmup_ratio=0.0, dtype="auto")
-    return LoopSettings(
-        model=str(model), images=[str(p.resolve()) for p in images], out=str(out), rounds=1,
-        generation=generation, chunk_size=len(images),
-        clip=ClipConfig(model=str(clip_config), weights=str(clip_weights), device="auto"),
-        selection=Selection(splits=2), train=train, progress=progress)
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    world: WorldConfig = WorldConfig()
+    pool: int = 192
+    rounds: int = 1
+    temperature: float = 0.7
+    max_new_tokens: int = 48
+    learning_rate: float = 1e-4
+    beta: float = 0.1
+    epochs: int = 2
+    batch_size: int = 16
+    splits: int = 5
+    seed: int = 0  # generation and DPO seed
+    h_rejected: str = "gaussian:0.5,0.15"
+    keep: tuple[int, ...] | None = None  # None: every split kept (curation always swaps, as the paper does)
 
 
-def run_demo(out: str | Path | None = None, progress: bool = True) -> int:
-    """Run (or resume) the demo round and print what happened; returns an exit code."""
-    import textwrap
-    import time
+def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path], progress: bool):
+    from judgefree.curate.clip_score import ClipConfig
+    from judgefree.curate.selection import Selection
+    from judgefree.engine.types import SamplingParams
+    from judgefree.generation.driver import GenerationSettings
+    from judgefree.pipeline.loop import LoopSettings
+    from judgefree.train.config import TrainConfig
+    from judgefree.world.build import clip_paths
+    from judgefree.world.grammar import PROMPT
 
-    from judgefree.store.pair_store import PairStore
+    clip_config, clip_weights = clip_paths(world)
+    generation = GenerationSettings(model="", prompt=PROMPT, h_chosen="fixed:0", h_rejected=demo.h_rejected,
+                                    sampling=SamplingParams(temperature=demo.temperature),
+                                    max_new_tokens=demo.max_new_tokens, seed=demo.seed)
+    train = TrainConfig(finetune="full", learning_rate=demo.learning_rate, beta=demo.beta, epochs=demo.epochs,
+                        batch_size=demo.batch_size, micro_batch_size=demo.batch_size, warmup_ratio=0.0,
+                        save_every=10_000, dtype="float32", seed=demo.seed)
+    return LoopSettings(model=str(world / "m0"), images=[str(p.resolve()) for p in images], out=str(out),
+                        rounds=demo.rounds, generation=generation, chunk_size=64,
+                        clip=ClipConfig(model=str(clip_config), weights=str(clip_weights), device="cpu"),
+                        selection=Selection(splits=demo.splits, keep_splits=demo.keep), train=train,
+                        device="cpu", progress=progress)
+
+
+def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSettings(), progress: bool = True,
+                   log=print, world: Path | None = None) -> dict:
+    """Run (or resume) the demo; returns the rounds summary written to OUT/rounds.json.
+    ``world``: a built world folder (default: ``demo.world`` from the cache, built if missing)."""
+    from judgefree.pipeline import report
     from judgefree.pipeline.loop import Loop
+    from judgefree.store.pair_store import PairStore
+    from judgefree.world.build import world_folder
+    from judgefree.world.evaluate import evaluate_model, write_images
+    from judgefree.world.scenes import EVAL, scenes
+    from judgefree.world.verdicts import judge
+
+    from judgefree.world.build import single_thread
 
     start = time.perf_counter()
+    single_thread()
     out = Path(out) if out else DEFAULT_OUT
-    print(textwrap.fill(RANDOM_PARTS, width=100), end="\n\n")
-    print(f"building the demo assets in {out / 'assets'} (once) ...", flush=True)
-    settings = demo_settings(out, progress=progress)
-    report = Loop(settings, log=lambda line: print(line, flush=True)).run()[0]
-    generate, curate, train = report.stages["generate"], report.stages["curate"], report.stages["train"]
-    first, last = train["first"], train["last"]
-    print(f"\nround 1 of the demo, in {out}:")
-    print(f"  generate: {generate['pairs']} pairs from {len(settings.images)} photos "
-          f"(chosen h = 0, rejected h ~ {settings.generation.h_rejected})")
-    print(f"  curate:   random tiny CLIP swapped {curate['swapped']} of {curate['scored']} pairs, kept {curate['kept']}")
-    print(f"  train:    {train['steps']} LoRA DPO steps; loss {first['loss']:.4f} -> {last['loss']:.4f}, "
-          f"reward margin {first['rewards/margins']:.3f} -> {last['rewards/margins']:.3f}, "
-          f"accuracy {first['rewards/accuracies']:.2f} -> {last['rewards/accuracies']:.2f}, "
-          f"{last['tokens_per_s']:.0f} tokens/s")
-    print(f"  model m1: {report.model_out} (merged LoRA, Hugging Face layout; `judgefree generate --model` takes it)")
-    pair = next(PairStore(Path(out) / "round-1" / "curated").records(kept_only=True), None)
-    if pair is not None:
-        print(f"\nexample pair ({Path(pair.image).name}):")
-        print(f"  chosen   (h={pair.chosen_h:.2f}, score {pair.chosen_score:.3f}): {pair.chosen_text.strip()!r}")
-        print(f"  rejected (h={pair.rejected_h:.2f}, score {pair.rejected_score:.3f}): {pair.rejected_text.strip()!r}")
-    photo = settings.images[1]
-    print(f"\nboth models in the engine, greedy answer for {Path(photo).name} (the photo is seen through the random tower):")
-    for name, folder in (("m0", settings.model), ("m1", report.model_out)):
-        print(f"  {name}: {_greedy_answer(folder, photo, settings.generation.max_new_tokens)!r}")
-    print(f"  ({train['steps']} small LoRA steps seldom change a greedy answer; the reward margin above shows the change)")
-    print(f"\ndone in {time.perf_counter() - start:.0f} s; rerunning resumes or skips finished stages.")
+    world = Path(world) if world is not None else world_folder(demo.world, log=log)
+    size = demo.world.image_size
+    pool = scenes("eval", demo.pool, start=POOL_START, dist=EVAL)
+    pool_images = write_images(pool, out / "pool_images", size)
+    by_path = {str(p.resolve()): s for p, s in zip(pool_images, pool)}
+    held_out = scenes("eval", demo.world.eval_scenes, dist=EVAL)
+    eval_images = write_images(held_out, world / "eval_images", size)
+    settings = loop_settings(demo, world, out, pool_images, progress)
+    reports = Loop(settings, log=log).run()
+    rounds = []
+    for k, model in [(0, world / "m0")] + [(r.round, Path(r.model_out)) for r in reports]:
+        metrics, _ = evaluate_model(model, held_out, eval_images, out / "eval" / f"m{k}.jsonl", device="cpu")
+        entry = {"round": k, "model": str(model), "metrics": metrics.to_json()}
+        if k > 0:
+            rep = reports[k - 1]
+            verdicts = judge(PairStore(out / f"round-{k}" / "curated").records(), lambda p: by_path[str(Path(p).resolve())])
+            entry.update(pairs=rep.stages["curate"].get("pairs"), kept=rep.stages["curate"].get("kept"),
+                         swap_rate=rep.stages["curate"].get("swap_rate"), verdicts=verdicts.to_json(),
+                         train=rep.stages["train"])
+        rounds.append(entry)
+        m = metrics
+        line = (f"m{k}: CHAIRs {m.chair_s:6.1%}  CHAIRi {m.chair_i:6.1%}  recall {m.recall:6.1%}  "
+                f"attribute errors {m.attribute_error:6.1%}")
+        if k > 0:
+            v = entry["verdicts"]
+            line += (f"  | swap rate {v['swap_rate']:.1%}, CLIP verdict right {v['clip_accuracy']:.1%} and "
+                     f"h order right {v['h_order_accuracy']:.1%} of {v['pairs'] - v['ties']} decided pairs; "
+                     f"swaps right/wrong {v['swaps_right']}/{v['swaps_wrong']}")
+        log(line)
+    summary = {"world": str(world), "rounds": rounds, "seconds": round(time.perf_counter() - start, 1)}
+    report.write_rounds(out / "rounds.json", rounds)
+    report.plot(out / "hallucination.png", rounds)
+    last = rounds[-1]["round"]
+    first_rows = {r["scene_id"]: r for r in report.read_jsonl(out / "eval" / "m0.jsonl")}
+    last_rows = {r["scene_id"]: r for r in report.read_jsonl(out / "eval" / f"m{last}.jsonl")}
+    rows = [{"image": p, "truth": first_rows[s.scene_id]["objects"],
+             "captions": {f"m{k}": (rows_[s.scene_id]["caption"], rows_[s.scene_id]["hallucinated"])
+                          for k, rows_ in ((0, first_rows), (last, last_rows))}}
+            for s, p in list(zip(held_out, eval_images))[:12]]
+    report.page(out / "index.html", rows, out / "hallucination.png", "judgefree world demo: m0 vs m%d" % last)
+    log(f"wrote {out / 'rounds.json'}, {out / 'hallucination.png'}, {out / 'index.html'} "
+        f"in {summary['seconds']:.0f} s")
+    return summary
+
+
+def run_demo(out: str | Path | None = None, progress: bool = True, rounds: int = 1) -> int:
+    run_world_demo(out, replace(DemoSettings(), rounds=rounds), progress=progress)
     return 0
-
-
-def _greedy_answer(model: str, image: str, max_new_tokens: int) -> str:
-    from judgefree.engine import Engine
-    from judgefree.engine.types import Request, SamplingParams
-
-    engine = Engine.from_pretrained(model, max_model_len=512)
-    done = engine.generate([Request(PROMPT, image=image, sampling=SamplingParams(temperature=0.0),
-                                    max_new_tokens=max_new_tokens)])[0]
-    if done.error:
-        raise RuntimeError(f"the engine could not answer with {model}: {done.error}")
-    return done.text.strip()

@@ -1,0 +1,31 @@
+"""The world's parameters, fixed before any m1 was looked at (docs/world.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from judgefree.world.clip import ClipTrainSettings
+from judgefree.world.seed import SeedSettings
+
+
+@dataclass(frozen=True, slots=True)
+class WorldConfig:
+    image_size: int = 72
+    train_scenes: int = 2000
+    eval_scenes: int = 200
+    cooccurrence: float = 0.9
+    colour_prior: float = 0.8
+    clip: ClipTrainSettings = field(default_factory=lambda: ClipTrainSettings(steps=250, batch_size=96, warmup=25))
+    seed_model: SeedSettings = field(default_factory=lambda: SeedSettings(hidden=96, layers=2, steps=1500,
+                                                                          batch_size=32, learning_rate=3e-3))
+
+    def key(self) -> str:
+        """A short hash of every parameter: the cache folder's name."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+# The CI test's world: fewer scenes and steps (the same code).
+SMALL = WorldConfig(train_scenes=800, eval_scenes=60, clip=ClipTrainSettings(steps=60, batch_size=48),
+                    seed_model=SeedSettings(hidden=64, layers=2, steps=120, batch_size=24))
