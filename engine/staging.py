@@ -2,7 +2,7 @@
 
 ``HostStager`` packs a step's host lists (sampling parameters, row indices) into one
 reusable host buffer, pinned on CUDA, and moves them with one asynchronous copy; the device
-tensors are views of that one transfer. ``fetch_packed`` brings [B] result tensors back in
+tensors are views of that one transfer. ``ResultFetcher.fetch`` brings [B] result tensors back in
 one copy (float64 holds int64 tokens below 2**53, int32 flags and fp32 values exactly). On
 the CPU neither copies anything.
 """
