@@ -118,7 +118,18 @@ class TrainConfig:
 RESUME_FREE = frozenset({"save_every", "keep_checkpoints"})
 
 
+# Settings added after runs were already stored, with the value every run stored before them
+# used: a train.json without the key means that value (a resume of an older run is not a
+# mismatch). The value is pinned here, not read from TrainConfig, so changing a default later
+# cannot change what an old run is taken to have used.
+ADDED_SETTINGS: dict[str, Any] = {
+    "logprobs": "auto",  # before TrainConfig.logprobs, the policy always used kernels.linear_logprobs
+}
+
+
 def resume_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Names of the settings in which a resumed run differs from the stored one."""
+    """Names of the settings in which a resumed run differs from the stored one (a key in
+    ``ADDED_SETTINGS`` that ``stored`` lacks counts as its pinned old value)."""
+    stored = {**ADDED_SETTINGS, **stored}
     keys = (set(stored) | set(current)) - RESUME_FREE
     return sorted(k for k in keys if stored.get(k) != current.get(k))

@@ -113,6 +113,17 @@ def test_train_config_resolves_auto_choices_and_compares_resumable_settings():
     assert resume_differences(stored, TrainConfig(beta=0.2, epochs=2).to_manifest()) == ["beta", "epochs"]
 
 
+def test_a_stored_run_from_before_the_logprobs_setting_resumes_with_its_old_default():
+    """train.json written before TrainConfig.logprobs existed lacks the key: the run used the
+    linear_logprobs kernel ("auto"), so resuming it with "auto" is no mismatch, another path is."""
+    stored = TrainConfig().to_manifest()
+    del stored["logprobs"]
+    assert resume_differences(stored, TrainConfig().to_manifest()) == []
+    assert resume_differences(stored, TrainConfig(logprobs="eager").to_manifest()) == ["logprobs"]
+    stored_eager = {**stored, "logprobs": "eager"}  # a stored value always wins over the old default
+    assert resume_differences(stored_eager, TrainConfig().to_manifest()) == ["logprobs"]
+
+
 def test_a_changed_or_missing_image_is_refused(tmp_path):
     """Reference log-probs were computed on the generated image's pixels: a file changed or
     gone since then must stop training with a message naming it."""

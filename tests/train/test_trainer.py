@@ -44,6 +44,14 @@ def test_a_finished_run_is_skipped_and_other_settings_are_refused(train_llava_di
     first = train_dpo(train_llava_dir, store, tmp_path / "run", config, progress=False)
     again = train_dpo(train_llava_dir, store, tmp_path / "run", config, progress=False)
     assert again.already_done and not first.already_done and again.metrics == first.metrics
+    # A train.json from before the logprobs setting existed: the old default, not a mismatch.
+    manifest = tmp_path / "run" / "train.json"
+    old = json.loads(manifest.read_text())
+    del old["logprobs"]
+    manifest.write_text(json.dumps(old))
+    assert train_dpo(train_llava_dir, store, tmp_path / "run", config, progress=False).already_done
+    with pytest.raises(ValueError, match="logprobs"):
+        train_dpo(train_llava_dir, store, tmp_path / "run", _config("lora", epochs=1, logprobs="eager"), progress=False)
     # A finished run is reused for the same settings and pairs only: never silently for others.
     with pytest.raises(ValueError, match="beta"):
         train_dpo(train_llava_dir, store, tmp_path / "run", _config("lora", epochs=1, beta=0.5), progress=False)
