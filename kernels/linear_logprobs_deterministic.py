@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from judgefree.kernels.linear_logprobs_tiles import grad_logit_tile, tile_matters
+from judgefree.kernels.linear_logprobs_tiles import add_product, tile_d_logits, tile_is_live
 from judgefree.kernels.linear_logprobs_triton import KernelConfig, _dot_precision, _splits, _upcast
 
 FIXED_POINT_BITS = 60  # |partial| <= 2^60 < 2^63: int64 headroom for the rounding of each tile
@@ -30,10 +30,10 @@ FIXED_POINT_BITS = 60  # |partial| <= 2^60 < 2^63: int64 headroom for the roundi
 
 @triton.jit
 def _grad_hidden_kernel(
-    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, part_ptr,
+    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, live_ptr, part_ptr,
     N, V, H, stride_hn, stride_wv, v_blocks, splits, scale, filter_eps,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, FILTER: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, FILTER: tl.constexpr, PREFILTER: tl.constexpr,
 ):
     pid = tl.program_id(0)
     split = pid % splits  # splits side by side share the token block's X in L2
@@ -48,69 +48,47 @@ def _grad_hidden_kernel(
     out = part_ptr + split.to(tl.int64) * N * H
     b_begin = split * v_blocks // splits
     b_end = (split + 1) * v_blocks // splits
-    for v0 in range(b_begin * BLOCK_V, b_end * BLOCK_V, BLOCK_V):
-        cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
-        col_ok = cols < V
-        delta = grad_logit_tile(hidden_ptr, weight_ptr, targets, lse, rows, cols, row_ok, col_ok, H,
-                                stride_hn, stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
-        if tile_matters(delta, grad, filter_eps, FILTER):
-            d_logits = delta * grad[:, None]
-            if not UPCAST:
-                d_logits = d_logits.to(hidden_ptr.dtype.element_ty)
-            for h0 in range(0, H, BLOCK_H):
-                ks = h0 + tl.arange(0, BLOCK_H)
-                k_ok = ks < H
-                w = tl.load(weight_ptr + cols[:, None] * stride_wv + ks[None, :],
-                            mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-                if UPCAST:
-                    w = w.to(tl.float32)
-                part = tl.dot(d_logits, w, input_precision=DOT_PRECISION)
-                ptrs = out + rows[:, None] * H + ks[None, :]
-                mask = row_ok[:, None] & k_ok[None, :]
-                acc = tl.load(ptrs, mask=mask, other=0)
-                tl.store(ptrs, acc + (part * scale).to(tl.int64), mask=mask)
+    for pid_v in range(b_begin, b_end):  # in order: this program alone writes its rows of the partial
+        if tile_is_live(live_ptr, pid_n, pid_v, v_blocks, PREFILTER):
+            cols = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
+            col_ok = cols < V
+            d_logits, matters = tile_d_logits(hidden_ptr, weight_ptr, targets, lse, grad, rows, cols, row_ok,
+                                              col_ok, H, stride_hn, stride_wv, filter_eps, BLOCK_N, BLOCK_V,
+                                              BLOCK_H, UPCAST, DOT_PRECISION, FILTER)
+            if matters:
+                add_product(d_logits, weight_ptr, cols, col_ok, stride_wv, out, rows, row_ok, H, H, scale,
+                            BLOCK_H, UPCAST, DOT_PRECISION, True)
 
 
 @triton.jit
 def _grad_weight_kernel(
-    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, part_ptr,
+    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, live_ptr, part_ptr,
     N, V, H, stride_hn, stride_wv, n_blocks, splits, scale, filter_eps,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, FILTER: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, FILTER: tl.constexpr, PREFILTER: tl.constexpr,
 ):
     pid = tl.program_id(0)
     split = pid % splits  # splits side by side share the vocab block's W in L2
     pid_v = pid // splits
+    v_blocks = tl.cdiv(V, BLOCK_V)
     cols = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
     col_ok = cols < V
     out = part_ptr + split.to(tl.int64) * V * H
     b_begin = split * n_blocks // splits
     b_end = (split + 1) * n_blocks // splits
-    for n0 in range(b_begin * BLOCK_N, b_end * BLOCK_N, BLOCK_N):
-        rows = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+    for pid_n in range(b_begin, b_end):  # in order: this program alone writes its rows of the partial
+        rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         row_ok = rows < N
         targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
         lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
         grad = tl.load(grad_ptr + rows, mask=row_ok, other=0.0)
-        if tl.max(tl.abs(grad), axis=0) != 0.0:
-            delta = grad_logit_tile(hidden_ptr, weight_ptr, targets, lse, rows, cols, row_ok, col_ok, H,
-                                    stride_hn, stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
-            if tile_matters(delta, grad, filter_eps, FILTER):
-                d_logits = delta * grad[:, None]
-                if not UPCAST:
-                    d_logits = d_logits.to(hidden_ptr.dtype.element_ty)
-                for h0 in range(0, H, BLOCK_H):
-                    ks = h0 + tl.arange(0, BLOCK_H)
-                    k_ok = ks < H
-                    x = tl.load(hidden_ptr + rows[:, None] * stride_hn + ks[None, :],
-                                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                    if UPCAST:
-                        x = x.to(tl.float32)
-                    part = tl.dot(tl.trans(d_logits), x, input_precision=DOT_PRECISION)
-                    ptrs = out + cols[:, None] * H + ks[None, :]
-                    mask = col_ok[:, None] & k_ok[None, :]
-                    acc = tl.load(ptrs, mask=mask, other=0)
-                    tl.store(ptrs, acc + (part * scale).to(tl.int64), mask=mask)
+        if (tl.max(tl.abs(grad), axis=0) != 0.0) & tile_is_live(live_ptr, pid_n, pid_v, v_blocks, PREFILTER):
+            d_logits, matters = tile_d_logits(hidden_ptr, weight_ptr, targets, lse, grad, rows, cols, row_ok,
+                                              col_ok, H, stride_hn, stride_wv, filter_eps, BLOCK_N, BLOCK_V,
+                                              BLOCK_H, UPCAST, DOT_PRECISION, FILTER)
+            if matters:
+                add_product(tl.trans(d_logits), hidden_ptr, rows, row_ok, stride_hn, out, cols, col_ok, H, H, scale,
+                            BLOCK_H, UPCAST, DOT_PRECISION, True)
 
 
 def fixed_point_scale(bound: float) -> float:
@@ -124,12 +102,13 @@ def fixed_point_scale(bound: float) -> float:
 def deterministic_backward_grads(
     hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, lse: torch.Tensor,
     grad: torch.Tensor, config: KernelConfig, need_hidden: bool, need_weight: bool,
-    filter_eps: float | None = None, scales: tuple[float, float] | None = None,
+    filter_eps: float | None = None, scales: tuple[float, float] | None = None, live: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """grad_hidden and grad_weight (float32) without atomics, bit-identical across runs and
     across ``config.vocab_splits`` / ``config.token_splits``. ``scales``: the fixed-point
     scales of the two gradients (default: from their bounds; the build cases, whose stand-in
-    tensors hold no values, pass them)."""
+    tensors hold no values, pass them). ``live``: the forward's tile verdicts (``live_tiles``),
+    a deterministic function of the forward, so skipping dead tiles keeps the bit-identity."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     n_blocks, v_blocks = triton.cdiv(n_tokens, config.block_n), triton.cdiv(vocab, config.block_v)
@@ -141,7 +120,7 @@ def deterministic_backward_grads(
                   fixed_point_scale(float(grad.abs().sum()) * float(hidden.abs().max())) if need_weight else 1.0)
     common = dict(BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
                   UPCAST=_upcast(hidden.dtype), DOT_PRECISION=_dot_precision(hidden.dtype),
-                  FILTER=filter_eps is not None, num_warps=config.num_warps, num_stages=config.num_stages)
+                  FILTER=filter_eps is not None, PREFILTER=live is not None, num_warps=config.num_warps, num_stages=config.num_stages)
     eps = float(filter_eps or 0.0)
     grad_hidden = grad_weight = None
     if need_hidden:
@@ -150,7 +129,7 @@ def deterministic_backward_grads(
                          config.block_n * hidden_size * hidden.element_size())
         part = torch.zeros((splits, n_tokens, hidden_size), dtype=torch.int64, device=hidden.device)
         _grad_hidden_kernel[(n_blocks * splits,)](
-            hidden, weight, safe_targets, lse, grad, part, n_tokens, vocab, hidden_size,
+            hidden, weight, safe_targets, lse, grad, lse if live is None else live, part, n_tokens, vocab, hidden_size,
             hidden.stride(0), weight.stride(0), v_blocks, splits, scale, eps, **common)
         grad_hidden = (part.sum(dim=0).to(torch.float64) / scale).to(torch.float32)
     if need_weight:
@@ -159,7 +138,7 @@ def deterministic_backward_grads(
                          config.block_v * hidden_size * weight.element_size())
         part = torch.zeros((splits, vocab, hidden_size), dtype=torch.int64, device=hidden.device)
         _grad_weight_kernel[(v_blocks * splits,)](
-            hidden, weight, safe_targets, lse, grad, part, n_tokens, vocab, hidden_size,
+            hidden, weight, safe_targets, lse, grad, lse if live is None else live, part, n_tokens, vocab, hidden_size,
             hidden.stride(0), weight.stride(0), n_blocks, splits, scale, eps, **common)
         grad_weight = (part.sum(dim=0).to(torch.float64) / scale).to(torch.float32)
     return grad_hidden, grad_weight

@@ -28,17 +28,18 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from judgefree.kernels._backend import triton_interpreting
-from judgefree.kernels.linear_logprobs_tiles import grad_logit_tile, logit_tile, tile_matters
+from judgefree.kernels.linear_logprobs_filter import live_tiles
+from judgefree.kernels.linear_logprobs_tiles import add_product, logit_tile, tile_d_logits, tile_is_live
 
 INTERPRETED = triton_interpreting()
 
 
 @triton.jit
 def _forward_kernel(
-    hidden_ptr, weight_ptr, targets_ptr, lse_part_ptr, target_logit_ptr,
+    hidden_ptr, weight_ptr, targets_ptr, lse_part_ptr, target_logit_ptr, tile_max_ptr,
     N, V, H, stride_hn, stride_wv, v_blocks, splits,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, TILE_MAX: tl.constexpr,
 ):
     # The split is the fastest-varying index: the CTAs running side by side are the splits of
     # a few token blocks, so they share those blocks' X tiles in L2 instead of all of X.
@@ -60,7 +61,10 @@ def _forward_kernel(
         logits = logit_tile(hidden_ptr, weight_ptr, rows, cols, row_ok, col_ok, H, stride_hn,
                             stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
         logits = tl.where(col_ok[None, :], logits, float("-inf"))
-        new_max = tl.maximum(running_max, tl.max(logits, axis=1))
+        tile_max = tl.max(logits, axis=1)
+        if TILE_MAX:  # for gradient filtering: [v_blocks, N], one float per row and vocab tile
+            tl.store(tile_max_ptr + (v0 // BLOCK_V) * N + rows, tile_max, mask=row_ok)
+        new_max = tl.maximum(running_max, tile_max)
         running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(
             tl.exp(logits - new_max[:, None]), axis=1)
         running_max = new_max
@@ -74,11 +78,11 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, grad_hidden_ptr, grad_weight_ptr,
+    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, live_ptr, grad_hidden_ptr, grad_weight_ptr,
     N, V, H, stride_hn, stride_wv, stride_ghn, stride_gwv, filter_eps,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, GROUP_N: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    NEED_HIDDEN: tl.constexpr, NEED_WEIGHT: tl.constexpr, FILTER: tl.constexpr,
+    NEED_HIDDEN: tl.constexpr, NEED_WEIGHT: tl.constexpr, FILTER: tl.constexpr, PREFILTER: tl.constexpr,
 ):
     # Grouped order: GROUP_N token blocks sweep the vocab together, so weight tiles are
     # reused from L2 while they are hot.
@@ -90,6 +94,8 @@ def _backward_kernel(
     group_size = tl.minimum(n_blocks - first_n, GROUP_N)
     pid_n = first_n + (pid % per_group) % group_size
     pid_v = (pid % per_group) // group_size
+    if not tile_is_live(live_ptr, pid_n, pid_v, v_blocks, PREFILTER):
+        return  # the forward saw every softmax entry of this tile below filter_eps: no recompute
 
     rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     cols = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
@@ -101,34 +107,17 @@ def _backward_kernel(
     if tl.max(tl.abs(grad), axis=0) == 0.0:
         return  # every row ignored (prompt, padding) or without upstream gradient: exact skip
 
-    delta = grad_logit_tile(hidden_ptr, weight_ptr, targets, lse, rows, cols, row_ok, col_ok, H,
-                            stride_hn, stride_wv, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST, DOT_PRECISION)
-    if not tile_matters(delta, grad, filter_eps, FILTER):
+    d_logits, matters = tile_d_logits(hidden_ptr, weight_ptr, targets, lse, grad, rows, cols, row_ok, col_ok, H,
+                                      stride_hn, stride_wv, filter_eps, BLOCK_N, BLOCK_V, BLOCK_H, UPCAST,
+                                      DOT_PRECISION, FILTER)
+    if not matters:
         return  # gradient filtering: every d logit of this tile is negligible
-    d_logits = delta * grad[:, None]
-    if not UPCAST:  # tensor-core operands in the input dtype, float32 accumulation
-        d_logits = d_logits.to(hidden_ptr.dtype.element_ty)
-
-    # The adds commute, so no ordering is needed: relaxed reductions (REDG), no fences.
-    for h0 in range(0, H, BLOCK_H):
-        ks = h0 + tl.arange(0, BLOCK_H)
-        k_ok = ks < H
-        if NEED_HIDDEN:
-            w = tl.load(weight_ptr + cols[:, None] * stride_wv + ks[None, :],
-                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            if UPCAST:
-                w = w.to(tl.float32)
-            part = tl.dot(d_logits, w, input_precision=DOT_PRECISION)
-            tl.atomic_add(grad_hidden_ptr + rows[:, None] * stride_ghn + ks[None, :], part,
-                          mask=row_ok[:, None] & k_ok[None, :], sem="relaxed")
-        if NEED_WEIGHT:
-            x = tl.load(hidden_ptr + rows[:, None] * stride_hn + ks[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            if UPCAST:
-                x = x.to(tl.float32)
-            part = tl.dot(tl.trans(d_logits), x, input_precision=DOT_PRECISION)
-            tl.atomic_add(grad_weight_ptr + cols[:, None] * stride_gwv + ks[None, :], part,
-                          mask=col_ok[:, None] & k_ok[None, :], sem="relaxed")
+    if NEED_HIDDEN:
+        add_product(d_logits, weight_ptr, cols, col_ok, stride_wv, grad_hidden_ptr, rows, row_ok, stride_ghn, H, 1.0,
+                    BLOCK_H, UPCAST, DOT_PRECISION, False)
+    if NEED_WEIGHT:
+        add_product(tl.trans(d_logits), hidden_ptr, rows, row_ok, stride_hn, grad_weight_ptr, cols, col_ok, stride_gwv,
+                    H, 1.0, BLOCK_H, UPCAST, DOT_PRECISION, False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -207,12 +196,14 @@ def _upcast(dtype: torch.dtype) -> bool:
 
 def forward_lse(
     hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, config: KernelConfig,
-    deterministic: bool = False,
+    deterministic: bool = False, tile_max: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-sum-exp of the logits and the target logit, both float32 [N].
 
     ``deterministic``: one split per vocab block, whatever ``config.vocab_splits`` says, so the
-    [v_blocks, N] partials and their fixed-order combine do not depend on the split count."""
+    [v_blocks, N] partials and their fixed-order combine do not depend on the split count.
+    ``tile_max`` (float32 [v_blocks, N]): filled with each row's largest logit in each vocab
+    tile, for ``live_tiles``."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     n_blocks = triton.cdiv(n_tokens, config.block_n)
@@ -221,11 +212,13 @@ def forward_lse(
     splits = v_blocks if deterministic else _splits(config.vocab_splits, n_blocks, v_blocks, hidden.device, x_block)
     lse_part = torch.empty((splits, n_tokens), dtype=torch.float32, device=hidden.device)
     target_logit = torch.empty(n_tokens, dtype=torch.float32, device=hidden.device)
+    if tile_max is not None and tuple(tile_max.shape) != (v_blocks, n_tokens):
+        raise ValueError(f"tile_max must be [{v_blocks}, {n_tokens}], got {tuple(tile_max.shape)}")
     _forward_kernel[(n_blocks * splits,)](
-        hidden, weight, safe_targets, lse_part, target_logit,
+        hidden, weight, safe_targets, lse_part, target_logit, lse_part if tile_max is None else tile_max,
         n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0), v_blocks, splits,
         BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
-        UPCAST=_upcast(hidden.dtype), DOT_PRECISION=_dot_precision(hidden.dtype),
+        UPCAST=_upcast(hidden.dtype), DOT_PRECISION=_dot_precision(hidden.dtype), TILE_MAX=tile_max is not None,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if splits == 1:
@@ -236,11 +229,12 @@ def forward_lse(
 def backward_grads(
     hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, lse: torch.Tensor,
     grad: torch.Tensor, config: KernelConfig, need_hidden: bool, need_weight: bool,
-    filter_eps: float | None = None,
+    filter_eps: float | None = None, live: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """grad_hidden [N, H] and grad_weight [V, H] (float32) for upstream per-token ``grad``,
     accumulated with relaxed atomics (run-to-run order differences at float32 rounding).
-    A frozen weight (``need_weight=False``) gets no buffer and no dW work at all."""
+    A frozen weight (``need_weight=False``) gets no buffer and no dW work at all. ``live``
+    ([n_blocks, v_blocks] uint8 from ``live_tiles``): tiles marked 0 are skipped outright."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     grad_hidden = torch.zeros((n_tokens, hidden_size), dtype=torch.float32, device=hidden.device) \
@@ -250,7 +244,7 @@ def backward_grads(
     dummy = lse  # never written when the matching flag is off
     grid = (triton.cdiv(n_tokens, config.block_n) * triton.cdiv(vocab, config.block_v),)
     _backward_kernel[grid](
-        hidden, weight, safe_targets, lse, grad,
+        hidden, weight, safe_targets, lse, grad, dummy if live is None else live,
         grad_hidden if need_hidden else dummy, grad_weight if need_weight else dummy,
         n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0),
         hidden_size, hidden_size, float(filter_eps or 0.0),
@@ -258,7 +252,7 @@ def backward_grads(
         GROUP_N=config.group_n, UPCAST=_upcast(hidden.dtype),
         DOT_PRECISION=_dot_precision(hidden.dtype),
         NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, FILTER=filter_eps is not None,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        PREFILTER=live is not None, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return grad_hidden, grad_weight
 
@@ -271,16 +265,22 @@ class LinearLogprobsTriton(torch.autograd.Function):
                 deterministic: bool = False, filter_eps: float | None = None):
         valid = targets != ignore_index
         safe_targets = torch.where(valid, targets, 0)
-        lse, target_logit = forward_lse(hidden, weight, safe_targets, config, deterministic)
-        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse)
-        ctx.options = (config, deterministic, filter_eps)
+        tile_max = None
+        if filter_eps is not None:  # transient: only the [n_blocks, v_blocks] verdicts are kept
+            tile_max = torch.empty((triton.cdiv(weight.shape[0], config.block_v), hidden.shape[0]),
+                                   dtype=torch.float32, device=hidden.device)
+        lse, target_logit = forward_lse(hidden, weight, safe_targets, config, deterministic, tile_max)
         logp = target_logit - lse
+        live = None if tile_max is None else live_tiles(tile_max, lse, logp, safe_targets, valid, config.block_n,
+                                                          config.block_v, filter_eps)
+        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse, live)
+        ctx.options = (config, deterministic, filter_eps)
         return torch.where(valid, logp, torch.zeros_like(logp))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        hidden, weight, safe_targets, valid, lse = ctx.saved_tensors
+        hidden, weight, safe_targets, valid, lse, live = ctx.saved_tensors
         config, deterministic, filter_eps = ctx.options
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad = torch.where(valid, grad_out.float(), torch.zeros((), device=grad_out.device)).contiguous()
@@ -288,10 +288,10 @@ class LinearLogprobsTriton(torch.autograd.Function):
             from judgefree.kernels.linear_logprobs_deterministic import deterministic_backward_grads
 
             grad_hidden, grad_weight = deterministic_backward_grads(
-                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps)
+                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps, live=live)
         else:
             grad_hidden, grad_weight = backward_grads(
-                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps)
+                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps, live)
         if grad_hidden is not None:
             grad_hidden = grad_hidden.to(hidden.dtype)
         if grad_weight is not None:
@@ -351,14 +351,21 @@ def build_cases():
             targets = torch.zeros(tokens, dtype=torch.int64, device="cuda")
             lse, grad = torch.empty(tokens, device="cuda"), torch.empty(tokens, device="cuda")
             config = default_config(tokens, vocab, hidden_size)
+            # Filtered: the forward records its tile maxima and the backward skips dead tiles.
+            filtered = mode.endswith("filtered")
+            v_blocks, n_blocks = triton.cdiv(vocab, config.block_v), triton.cdiv(tokens, config.block_n)
+            tile_max = torch.empty(v_blocks, tokens, device="cuda") if filtered else None
+            live = torch.empty(n_blocks, v_blocks, dtype=torch.uint8, device="cuda") if filtered else None
+            eps = 2.0**-12 if filtered else None
             if mode == "filtered":
-                backward_grads(hidden, weight, targets, lse, grad, config, True, True, filter_eps=2.0**-12)
+                forward_lse(hidden, weight, targets, config, tile_max=tile_max)
+                backward_grads(hidden, weight, targets, lse, grad, config, True, True, eps, live)
             else:
                 from judgefree.kernels.linear_logprobs_deterministic import deterministic_backward_grads
 
-                forward_lse(hidden, weight, targets, config, deterministic=True)
-                deterministic_backward_grads(hidden, weight, targets, lse, grad, config, True, True,
-                                             scales=(1.0, 1.0))
+                forward_lse(hidden, weight, targets, config, deterministic=True, tile_max=tile_max)
+                deterministic_backward_grads(hidden, weight, targets, lse, grad, config, True, True, eps,
+                                             scales=(1.0, 1.0), live=live)
         return call
 
     shapes = sorted({(m.hidden, m.vocab) for m in MODELS})
@@ -367,7 +374,7 @@ def build_cases():
                                                      "_grad_weight_kernel")}
     modes = [LaunchCase(f"linear_logprobs {names[h, v]} N=8192 bfloat16 {mode}", launch_mode(8192, h, v, mode), design,
                         dict(op="linear_logprobs", tokens=8192, hidden=h, vocab=v, dtype="bfloat16", mode=mode))
-             for h, v in shapes for mode in ("filtered", "deterministic")]
+             for h, v in shapes for mode in ("filtered", "deterministic", "deterministic filtered")]
     return [LaunchCase(f"linear_logprobs {names[h, v]} N={n} {dtype} {'weight grad' if w else 'frozen weight'}",
                        launch(n, h, v, dtype, w),
                        {"_forward_kernel": DESIGN_CTAS_PER_SM, "_backward_kernel": DESIGN_CTAS_PER_SM},

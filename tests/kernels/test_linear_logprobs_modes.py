@@ -145,6 +145,44 @@ def test_filtered_gradients_stay_within_the_documented_bound(deterministic, fres
     assert torch.all((filtered[2] - exact[2]).double().abs() <= bound_weight + slack)
 
 
+@pytest.mark.parametrize("block_n", [16, 32])
+def test_forward_tile_verdicts_match_the_float64_criterion_and_skip_the_same_gradient(block_n, fresh_seed):
+    """``live_tiles`` (from the forward's tile maxima, lse and target log-probs) marks a tile
+    live exactly when some valid row has |onehot - p| >= eps in it by the float64 softmax
+    (entries within float32's error of eps may go either way); a confident model has dead
+    tiles; skipping them outright gives the same bits as recomputing them and filtering after."""
+    from judgefree.kernels.linear_logprobs_deterministic import deterministic_backward_grads
+    from judgefree.kernels.linear_logprobs_filter import live_tiles
+
+    hidden, weight, targets, grad_out = _inputs(45, 40, 700, seed=fresh_seed, scale=0.1)
+    hidden += 6.0 * weight[torch.where(targets == IGNORE, 0, targets)]  # confident rows
+    targets[7] = (targets[7] + 350) % 700 if targets[7] != IGNORE else 3  # one unlikely target
+    hidden[11] *= 0.05  # one flat row: every tile live for it
+    eps, block_v, tol = 1e-3, 128, 1e-5
+    valid = targets != IGNORE
+    safe = torch.where(valid, targets, 0)
+    config = KernelConfig(block_n=block_n, block_v=block_v, block_h=64, vocab_splits=2, token_splits=2)
+    tile_max = torch.empty(6, 45)
+    lse, target_logit = forward_lse(hidden, weight, safe, config, tile_max=tile_max)
+    logits = hidden.double() @ weight.double().T
+    torch.testing.assert_close(tile_max.double(), torch.nn.functional.pad(logits, (0, 68), value=float("-inf"))
+                               .reshape(45, 6, 128).amax(2).T, rtol=1e-5, atol=1e-5)
+    live = live_tiles(tile_max, lse, target_logit - lse, safe, valid, block_n, block_v, eps)
+    n_blocks = -(-45 // block_n)
+    assert live.shape == (n_blocks, 6) and live.dtype == torch.uint8
+    delta = torch.nn.functional.one_hot(safe, 700).double() - torch.softmax(logits, dim=1)
+    delta = torch.where(valid[:, None], delta.abs(), 0.0)
+    delta = torch.nn.functional.pad(delta, (0, 68, 0, n_blocks * block_n - 45))
+    tile_delta = delta.reshape(n_blocks, block_n, 6, 128).amax(dim=(1, 3))
+    assert torch.all(live[tile_delta >= eps + tol] == 1) and torch.all(live[tile_delta < eps - tol] == 0)
+    assert 0 < int((live == 0).sum()) < live.numel()
+    grad = torch.where(valid, grad_out, 0.0)
+    skipped = deterministic_backward_grads(hidden, weight, safe, lse, grad, config, True, True, eps, live=live)
+    recomputed = deterministic_backward_grads(hidden, weight, safe, lse, grad, config, True, True, eps)
+    for a, b in zip(skipped, recomputed):
+        assert torch.equal(a, b)
+
+
 def test_filter_eps_is_validated():
     hidden, weight, targets = torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0, 1, 2])
     for bad in (0.0, 1.0, -1e-3, float("nan")):

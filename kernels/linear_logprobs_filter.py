@@ -1,0 +1,44 @@
+"""Gradient filtering decided in the forward: which backward tiles can be skipped outright.
+
+Cut Cross-Entropy recomputes every [token block, vocab block] logit tile in its backward and
+only then drops the tiles whose |d logits| are all below a threshold, so a filtered backward
+still costs one full recompute GEMM. Here the forward, which computes every logit anyway,
+records each row's largest logit per vocab tile (``tile_max`` [v_blocks, N], one float per
+row and tile); with the final log-sum-exp that bounds every probability of the tile,
+p_nv <= exp(tile_max[b, n] - lse[n]), and the target's log-probability bounds the rest of a
+row (sum of the others = 1 - p_target). A tile is dead when none of its valid rows can have
+|onehot - p| >= ``filter_eps`` in it (``live_tiles``): the backward's own criterion
+(``tile_matters``), decided without the recompute, so the documented error bound is unchanged.
+Dead tiles skip their recompute GEMM and both gradient GEMMs.
+
+Kept between forward and backward: one byte per tile ([n_blocks, v_blocks], 16 KB at
+N = 8192, V = 32000); ``tile_max`` is freed when the forward returns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Tensor, safe_targets: torch.Tensor,
+               valid: torch.Tensor, block_n: int, block_v: int, filter_eps: float) -> torch.Tensor:
+    """uint8 [n_blocks, v_blocks]: 1 where some valid row of the tile may have |onehot - p| >= filter_eps.
+
+    Per row n and vocab tile b: a confident row (1 - p_target < eps) has every |onehot - p| <
+    eps in every tile (the other entries sum to 1 - p_target); otherwise the target's tile is
+    live (|1 - p_target| >= eps) and another tile is live when its largest p, exp(tile_max -
+    lse), may reach eps. This is the backward's own criterion (``tile_matters``) decided
+    without the recompute, on valid rows instead of rows with nonzero upstream gradient."""
+    v_blocks, n_tokens = tile_max.shape
+    if not 0.0 < filter_eps < 1.0:
+        raise ValueError(f"filter_eps must be in (0, 1), got {filter_eps}")
+    block_of = torch.arange(v_blocks, device=tile_max.device)[:, None]
+    hot = (tile_max - lse[None, :]) >= math.log(filter_eps)  # p may reach filter_eps in the tile
+    hot |= block_of == (safe_targets // block_v)[None, :]  # the target's tile
+    uncertain = -torch.expm1(target_logp) >= filter_eps  # 1 - p_target
+    hot &= (valid & uncertain)[None, :]
+    n_blocks = -(-n_tokens // block_n)
+    hot = torch.nn.functional.pad(hot, (0, n_blocks * block_n - n_tokens))
+    return hot.reshape(v_blocks, n_blocks, block_n).any(dim=2).T.contiguous().to(torch.uint8)
