@@ -120,7 +120,8 @@ def deterministic_backward_grads(
                   fixed_point_scale(float(grad.abs().sum()) * float(hidden.abs().max())) if need_weight else 1.0)
     common = dict(BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
                   UPCAST=_upcast(hidden.dtype), DOT_PRECISION=_dot_precision(hidden.dtype),
-                  FILTER=filter_eps is not None, PREFILTER=live is not None, num_warps=config.num_warps, num_stages=config.num_stages)
+                  FILTER=filter_eps is not None and live is None, PREFILTER=live is not None,
+                  num_warps=config.num_warps, num_stages=config.num_stages)
     eps = float(filter_eps or 0.0)
     grad_hidden = grad_weight = None
     if need_hidden:

@@ -23,8 +23,11 @@ import torch
 
 
 def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Tensor, safe_targets: torch.Tensor,
-               valid: torch.Tensor, block_n: int, block_v: int, filter_eps: float) -> torch.Tensor:
+               valid: torch.Tensor, block_n: int, block_v: int, filter_eps: float,
+               backward_block_v: int | None = None) -> torch.Tensor:
     """uint8 [n_blocks, v_blocks]: 1 where some valid row of the tile may have |onehot - p| >= filter_eps.
+    ``block_v``: the forward's vocab tile (``tile_max``'s); ``backward_block_v`` (a multiple of
+    it, default the same): the backward's, whose tile is live when any forward tile in it is.
 
     Per row n and vocab tile b: a confident row (1 - p_target < eps) has every |onehot - p| <
     eps in every tile (the other entries sum to 1 - p_target); otherwise the target's tile is
@@ -39,6 +42,9 @@ def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Ten
     hot |= block_of == (safe_targets // block_v)[None, :]  # the target's tile
     uncertain = -torch.expm1(target_logp) >= filter_eps  # 1 - p_target
     hot &= (valid & uncertain)[None, :]
-    n_blocks = -(-n_tokens // block_n)
-    hot = torch.nn.functional.pad(hot, (0, n_blocks * block_n - n_tokens))
-    return hot.reshape(v_blocks, n_blocks, block_n).any(dim=2).T.contiguous().to(torch.uint8)
+    ratio = (backward_block_v or block_v) // block_v
+    if ratio * block_v != (backward_block_v or block_v):
+        raise ValueError(f"backward_block_v {backward_block_v} must be a multiple of block_v {block_v}")
+    n_blocks, bwd_blocks = -(-n_tokens // block_n), -(-v_blocks // ratio)
+    hot = torch.nn.functional.pad(hot, (0, n_blocks * block_n - n_tokens, 0, bwd_blocks * ratio - v_blocks))
+    return hot.reshape(bwd_blocks, ratio, n_blocks, block_n).any(dim=3).any(dim=1).T.contiguous().to(torch.uint8)

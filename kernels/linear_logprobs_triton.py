@@ -123,7 +123,10 @@ def _backward_kernel(
 @dataclass(slots=True, frozen=True)
 class KernelConfig:
     """Tile sizes and launch settings. ``vocab_splits`` (forward; the deterministic grad_hidden
-    kernel) and ``token_splits`` (the deterministic grad_weight kernel): None picks whole waves."""
+    kernel) and ``token_splits`` (the deterministic grad_weight kernel): None picks whole waves.
+    ``frozen_block_v`` / ``frozen_block_h``: the fast backward's tiles when the weight is frozen
+    (None: ``block_v`` / ``block_h``); a multiple of ``block_v``, so the forward's filtering
+    verdicts combine into its tiles."""
 
     block_n: int
     block_v: int
@@ -133,10 +136,26 @@ class KernelConfig:
     group_n: int = 8
     vocab_splits: int | None = None
     token_splits: int | None = None
+    frozen_block_v: int | None = None
+    frozen_block_h: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.frozen_block_v is not None and self.frozen_block_v % self.block_v:
+            raise ValueError(f"frozen_block_v {self.frozen_block_v} must be a multiple of block_v {self.block_v}")
+
+
+def backward_tiles(config: KernelConfig, need_weight: bool, deterministic: bool) -> tuple[int, int]:
+    """(BLOCK_V, BLOCK_H) of the backward: the frozen-weight tiles for the fast frozen backward."""
+    if need_weight or deterministic:
+        return config.block_v, config.block_h
+    return config.frozen_block_v or config.block_v, config.frozen_block_h or config.block_h
 
 
 # Tensor-core tiles for the GPU (the sm_90 compile test builds exactly these).
-GPU_CONFIG = KernelConfig(block_n=128, block_v=128, block_h=64)
+# Frozen weight: 128 x 256 tiles (half the tiles, so half the recomputed X and the dX atomics;
+# 255 registers and 0 spills under Triton 3.8 and 3.6 with BLOCK_H=32, which keeps 72 KB of
+# shared memory); with the weight gradient 128 x 256 spills (116-180 B), so it stays 128 x 128.
+GPU_CONFIG = KernelConfig(block_n=128, block_v=128, block_h=64, frozen_block_v=256, frozen_block_h=32)
 
 
 def default_config(n_tokens: int, vocab: int, hidden_size: int) -> KernelConfig:
@@ -234,7 +253,9 @@ def backward_grads(
     """grad_hidden [N, H] and grad_weight [V, H] (float32) for upstream per-token ``grad``,
     accumulated with relaxed atomics (run-to-run order differences at float32 rounding).
     A frozen weight (``need_weight=False``) gets no buffer and no dW work at all. ``live``
-    ([n_blocks, v_blocks] uint8 from ``live_tiles``): tiles marked 0 are skipped outright."""
+    ([n_blocks, v_blocks] uint8 from ``live_tiles``): tiles marked 0 are skipped outright and
+    the rest kept whole (the verdict is the filter's own criterion, so no second check after
+    the recompute); ``filter_eps`` without ``live`` filters after the recompute, as CCE does."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     grad_hidden = torch.zeros((n_tokens, hidden_size), dtype=torch.float32, device=hidden.device) \
@@ -242,16 +263,17 @@ def backward_grads(
     grad_weight = torch.zeros((vocab, hidden_size), dtype=torch.float32, device=weight.device) \
         if need_weight else None
     dummy = lse  # never written when the matching flag is off
-    grid = (triton.cdiv(n_tokens, config.block_n) * triton.cdiv(vocab, config.block_v),)
+    block_v, block_h = backward_tiles(config, need_weight, deterministic=False)
+    grid = (triton.cdiv(n_tokens, config.block_n) * triton.cdiv(vocab, block_v),)
     _backward_kernel[grid](
         hidden, weight, safe_targets, lse, grad, dummy if live is None else live,
         grad_hidden if need_hidden else dummy, grad_weight if need_weight else dummy,
         n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0),
         hidden_size, hidden_size, float(filter_eps or 0.0),
-        BLOCK_N=config.block_n, BLOCK_V=config.block_v, BLOCK_H=config.block_h,
+        BLOCK_N=config.block_n, BLOCK_V=block_v, BLOCK_H=block_h,
         GROUP_N=config.group_n, UPCAST=_upcast(hidden.dtype),
         DOT_PRECISION=_dot_precision(hidden.dtype),
-        NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, FILTER=filter_eps is not None,
+        NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, FILTER=filter_eps is not None and live is None,
         PREFILTER=live is not None, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return grad_hidden, grad_weight
@@ -265,14 +287,16 @@ class LinearLogprobsTriton(torch.autograd.Function):
                 deterministic: bool = False, filter_eps: float | None = None):
         valid = targets != ignore_index
         safe_targets = torch.where(valid, targets, 0)
-        tile_max = None
+        tile_max = live = None
         if filter_eps is not None:  # transient: only the [n_blocks, v_blocks] verdicts are kept
             tile_max = torch.empty((triton.cdiv(weight.shape[0], config.block_v), hidden.shape[0]),
                                    dtype=torch.float32, device=hidden.device)
         lse, target_logit = forward_lse(hidden, weight, safe_targets, config, deterministic, tile_max)
         logp = target_logit - lse
-        live = None if tile_max is None else live_tiles(tile_max, lse, logp, safe_targets, valid, config.block_n,
-                                                          config.block_v, filter_eps)
+        if tile_max is not None:
+            bwd_block_v, _ = backward_tiles(config, ctx.needs_input_grad[1], deterministic)
+            live = live_tiles(tile_max, lse, logp, safe_targets, valid, config.block_n, config.block_v, filter_eps,
+                              bwd_block_v)
         ctx.save_for_backward(hidden, weight, safe_targets, valid, lse, live)
         ctx.options = (config, deterministic, filter_eps)
         return torch.where(valid, logp, torch.zeros_like(logp))
@@ -352,14 +376,15 @@ def build_cases():
             lse, grad = torch.empty(tokens, device="cuda"), torch.empty(tokens, device="cuda")
             config = default_config(tokens, vocab, hidden_size)
             # Filtered: the forward records its tile maxima and the backward skips dead tiles.
-            filtered = mode.endswith("filtered")
+            filtered, frozen, deterministic = ("filtered" in mode), ("frozen" in mode), ("deterministic" in mode)
             v_blocks, n_blocks = triton.cdiv(vocab, config.block_v), triton.cdiv(tokens, config.block_n)
+            bwd_blocks = triton.cdiv(vocab, backward_tiles(config, not frozen, deterministic)[0])
             tile_max = torch.empty(v_blocks, tokens, device="cuda") if filtered else None
-            live = torch.empty(n_blocks, v_blocks, dtype=torch.uint8, device="cuda") if filtered else None
+            live = torch.empty(n_blocks, bwd_blocks, dtype=torch.uint8, device="cuda") if filtered else None
             eps = 2.0**-12 if filtered else None
-            if mode == "filtered":
+            if not deterministic:
                 forward_lse(hidden, weight, targets, config, tile_max=tile_max)
-                backward_grads(hidden, weight, targets, lse, grad, config, True, True, eps, live)
+                backward_grads(hidden, weight, targets, lse, grad, config, True, not frozen, eps, live)
             else:
                 from judgefree.kernels.linear_logprobs_deterministic import deterministic_backward_grads
 
@@ -374,7 +399,8 @@ def build_cases():
                                                      "_grad_weight_kernel")}
     modes = [LaunchCase(f"linear_logprobs {names[h, v]} N=8192 bfloat16 {mode}", launch_mode(8192, h, v, mode), design,
                         dict(op="linear_logprobs", tokens=8192, hidden=h, vocab=v, dtype="bfloat16", mode=mode))
-             for h, v in shapes for mode in ("filtered", "deterministic", "deterministic filtered")]
+             for h, v in shapes for mode in ("filtered", "filtered frozen", "deterministic",
+                                                  "deterministic filtered")]
     return [LaunchCase(f"linear_logprobs {names[h, v]} N={n} {dtype} {'weight grad' if w else 'frozen weight'}",
                        launch(n, h, v, dtype, w),
                        {"_forward_kernel": DESIGN_CTAS_PER_SM, "_backward_kernel": DESIGN_CTAS_PER_SM},

@@ -183,6 +183,34 @@ def test_forward_tile_verdicts_match_the_float64_criterion_and_skip_the_same_gra
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("filter_eps", [None, 1e-3])
+def test_frozen_weight_tiles_wider_than_the_forward_tiles(filter_eps, fresh_seed):
+    """The frozen backward's own vocab tile (``frozen_block_v`` = 2 x block_v, as on the GPU)
+    against float64; filtered, within the documented bound, with the forward's verdicts
+    combined into the wider tiles. A frozen_block_v that is no multiple of block_v is refused."""
+    hidden, weight, targets, grad_out = _inputs(45, 40, 700, seed=fresh_seed, scale=0.1)
+    hidden += 6.0 * weight[torch.where(targets == IGNORE, 0, targets)]
+    targets[7] = (targets[7] + 350) % 700 if targets[7] != IGNORE else 3
+    config = KernelConfig(block_n=16, block_v=128, block_h=32, vocab_splits=2, frozen_block_v=256, frozen_block_h=16)
+    got = _run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, config, filter_eps=filter_eps),
+               hidden, weight, targets, grad_out, train_weight=False)
+    ref = _run(lambda h, w, t: linear_logprobs_eager(h, w, t, IGNORE), hidden.double(), weight.double(), targets,
+               grad_out, train_weight=False)
+    assert got[2] is None
+    _close(got[0], ref[0], 1e-4)
+    if filter_eps is None:
+        _close(got[1], ref[1], 1e-4)
+    else:
+        bound_hidden, _, _, _ = _filter_bounds(hidden, weight, targets, grad_out, filter_eps)
+        slack = 1e-5 * max(1.0, float(ref[1].abs().max()))
+        assert torch.all((got[1].double() - ref[1]).abs() <= bound_hidden + slack)
+        exact = _run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, config), hidden, weight, targets,
+                     grad_out, train_weight=False)
+        assert not torch.equal(got[1], exact[1])  # something was dropped
+    with pytest.raises(ValueError, match="frozen_block_v"):
+        KernelConfig(block_n=16, block_v=128, block_h=32, frozen_block_v=192)
+
+
 def test_filter_eps_is_validated():
     hidden, weight, targets = torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0, 1, 2])
     for bad in (0.0, 1.0, -1e-3, float("nan")):
