@@ -184,28 +184,65 @@ def linear_logprobs_forward(record: dict, tokens: int, hidden: int, vocab: int, 
 
 
 def linear_logprobs_backward(record: dict, tokens: int, hidden: int, vocab: int, dtype_bytes: int,
-                             weight_grad: bool) -> Work:
-    case = _case(record, tokens=tokens, hidden=hidden, vocab=vocab, weight_grad=weight_grad)
+                             weight_grad: bool, live: float = 1.0, recompute_all: bool = False,
+                             mode: str | None = None, block_v: int | None = None) -> Work:
+    """The fast backward: per (token block, vocab block) tile a recompute GEMM over H, then dX
+    (and dW) GEMMs whose fp32 partials go to L2 as relaxed reductions.
+
+    ``live``: the fraction of tiles that survive gradient filtering (1: unfiltered; a property
+    of the model and data, not of the kernel). Dead tiles cost nothing when the forward decided
+    (this kernel: one byte loaded, then exit; the launch of a dead CTA is not modelled, at most
+    ~0.1 ms for 16000 CTAs at ~1 us per CTA per SM); ``recompute_all``: Cut Cross-Entropy's
+    scheme, where every tile is recomputed and only then filtered. ``mode``: the build case
+    ("filtered", "filtered frozen"); ``block_v``: model another vocab tile with this build's
+    instruction counts (for the scheme comparison at CCE's 128-wide tiles)."""
+    shape = dict(mode=mode) if mode else dict(weight_grad=weight_grad)
+    case = _case(record, tokens=tokens, hidden=hidden, vocab=vocab, **shape)
     bn, bv, bh, group = (case["args"][k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H", "GROUP_N"))
+    bv = block_v or bv
     n_blocks, v_blocks = math.ceil(tokens / bn), math.ceil(vocab / bv)
     programs = n_blocks * v_blocks
     resident = _resident(record, programs)
+    live_tiles = live * programs
+    recomputed = programs if recompute_all else live_tiles
     weight, hid = vocab * hidden * dtype_bytes, tokens * hidden * dtype_bytes
     grad_w, grad_h = vocab * hidden * 4, tokens * hidden * 4
     groups = math.ceil(n_blocks / group)  # each group of token blocks sweeps the whole vocabulary
     sweeps = groups if weight > H100.l2_bytes else 1
-    hbm = hid + weight * sweeps + 2 * grad_h  # grad_hidden: one read + one write back (a group's rows stay in L2)
+    # A group's sweep touches a vocab tile's W (and its dW rows) only if one of the group's
+    # tiles there is live: 1 - (1 - live)^group, taking tiles to be live independently (real
+    # liveness is correlated, frequent tokens' tiles live everywhere, which touches fewer).
+    touched = 1.0 - (1.0 - live) ** min(group, n_blocks)
+    hbm = hid + weight * sweeps * (1.0 if recompute_all else touched)
+    hbm += 2 * grad_h  # grad_hidden: one read + one write back (a group's rows stay in L2)
     if weight_grad:
-        hbm += 2 * grad_w * (groups if grad_w > H100.l2_bytes else 1)  # read-modify-write per sweep
-    per_tile = (bn + bv) * hidden * dtype_bytes + bv * hidden * dtype_bytes + bn * hidden * 4
+        hbm += 2 * grad_w * (groups if grad_w > H100.l2_bytes else 1) * touched  # read-modify-write per sweep
+    recompute_bytes = (bn + bv) * hidden * dtype_bytes
+    grad_bytes = bv * hidden * dtype_bytes + bn * hidden * 4  # W again, dX partials
     if weight_grad:
-        per_tile += bn * hidden * dtype_bytes + bv * hidden * 4
-    flops = 2.0 * bn * bv * hidden * programs * (2 + int(weight_grad))
-    instructions, unmodelled = _issue(record, _gemm_loops(record, programs, math.ceil(hidden / bh)), programs)
+        grad_bytes += bn * hidden * dtype_bytes + bv * hidden * 4  # X again, dW partials
+    l2 = recomputed * recompute_bytes + live_tiles * grad_bytes
+    flops = 2.0 * bn * bv * hidden * (recomputed + live_tiles * (1 + int(weight_grad)))
+    k_steps = math.ceil(hidden / bh)
+    iterations = []
+    for loop in record["loops"]:
+        if "BLOCK_H" not in loop["header"]:
+            iterations.append(None)
+        elif loop["function"] == "logit_tile":
+            iterations.append(recomputed * k_steps)
+        else:
+            iterations.append(live_tiles * k_steps)
+    instructions, unmodelled = _issue(record, iterations, programs)
     k_loop = next((lp for lp in record["loops"] if "BLOCK_H" in lp["header"]), None)
     in_flight = resident * _loop_bytes(k_loop, record["num_warps"]) * max(record["num_stages"] - 1, 1) if k_loop else 0
-    return Work(record["kernel"], programs, resident, hbm, programs * per_tile, flops, instructions, in_flight,
-                unmodelled)
+    return Work(record["kernel"], programs, resident, hbm, l2, flops, instructions, in_flight, unmodelled)
+
+
+def linear_logprobs_verdicts(tokens: int, vocab: int, block_v: int) -> Work:
+    """The filtered forward's extra work: its [v_blocks, N] fp32 tile maxima written by the
+    forward and read once by ``live_tiles`` (a few PyTorch elementwise launches)."""
+    maxima = tokens * math.ceil(vocab / block_v) * 4
+    return Work("live_tiles", 1, 1, 2 * maxima, 2 * maxima, 0.0, 0.0, float("inf"))
 
 
 # -- paged decode ---------------------------------------------------------------------------

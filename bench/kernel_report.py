@@ -121,6 +121,35 @@ def _linear_logprobs_rows(records: list[dict]):
                 _find(records, "_backward_kernel", weight_grad=weight_grad, **shape), tokens, hidden, vocab, 2, weight_grad)
             yield (f"linear_logprobs fwd+bwd ({'weight grad' if weight_grad else 'frozen weight'})", label,
                    [forward, backward])
+        yield from _filtered_rows(records, shape, label, forward)
+
+
+# Assumed fractions of backward tiles that survive gradient filtering (a property of the model
+# and its data, measured by bench/linear_logprobs.py on a GPU): the bounds scale with it.
+LIVE_FRACTIONS = (0.25, 0.05)
+
+
+def _filtered_rows(records: list[dict], shape: dict, label: str, forward: roofline.Work):
+    """Filtered fwd+bwd at assumed live fractions: this kernel (the forward decides which tiles
+    are dead; they skip the recompute too) beside Cut Cross-Entropy's scheme (every tile
+    recomputed, then filtered) modelled with this kernel's builds at 128-wide vocab tiles."""
+    tokens, hidden, vocab = shape["tokens"], shape["hidden"], shape["vocab"]
+    fwd_rec = _find(records, "_forward_kernel", mode="filtered", **shape)
+    fwd_tiles = roofline.linear_logprobs_forward(fwd_rec, tokens, hidden, vocab, 2)
+    block_v = next(c["args"]["BLOCK_V"] for c in fwd_rec["cases"] if c["shape"].get("mode") == "filtered")
+    verdicts = roofline.linear_logprobs_verdicts(tokens, vocab, block_v)
+    for weight_grad in (True, False):
+        mode = "filtered" if weight_grad else "filtered frozen"
+        ours = _find(records, "_backward_kernel", mode=mode, **shape)
+        plain = _find(records, "_backward_kernel", weight_grad=weight_grad, **shape)
+        kind = "weight grad" if weight_grad else "frozen weight"
+        for live in LIVE_FRACTIONS:
+            yield (f"linear_logprobs fwd+bwd ({kind}), filtered, live {live:g}", label, [
+                fwd_tiles, verdicts,
+                roofline.linear_logprobs_backward(ours, tokens, hidden, vocab, 2, weight_grad, live, mode=mode)])
+            yield (f"  same, Cut Cross-Entropy's scheme (recompute all, then filter; 128 x 128)", label, [
+                forward, roofline.linear_logprobs_backward(plain, tokens, hidden, vocab, 2, weight_grad, live,
+                                                           recompute_all=True, block_v=128)])
 
 
 def _paged_decode_rows(records: list[dict]):
