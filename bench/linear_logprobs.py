@@ -104,14 +104,41 @@ def relative_errors(results: tuple[torch.Tensor, ...], base: tuple[torch.Tensor,
 
 
 def make_case(n: int, h: int, v: int, dtype: torch.dtype, device: str, seed: int = 0,
-              frozen_weight: bool = False) -> Case:
-    """``frozen_weight``: the lm_head takes no gradient (LoRA training)."""
+              frozen_weight: bool = False, target_boost: float = 0.0) -> Case:
+    """``frozen_weight``: the lm_head takes no gradient (LoRA training). ``target_boost``:
+    each row's target logit is raised by about that much over the others' N(0, 1) (a
+    confident model, as on its own samples; 0: random logits, where filtering drops nothing)."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    hidden = torch.randn(n, h, generator=gen, device=device).to(dtype).requires_grad_()
-    weight = (torch.randn(v, h, generator=gen, device=device) / h**0.5).to(dtype).requires_grad_(not frozen_weight)
+    hidden = torch.randn(n, h, generator=gen, device=device)
+    weight = torch.randn(v, h, generator=gen, device=device) / h**0.5  # rows of norm ~1
     targets = torch.randint(0, v, (n,), generator=gen, device=device)
+    hidden = (hidden + target_boost * weight[targets]).to(dtype).requires_grad_()
+    weight = weight.to(dtype).requires_grad_(not frozen_weight)
     grad_out = torch.randn(n, generator=gen, device=device)
     return Case(hidden, weight, targets, grad_out)
+
+
+def live_fraction(case: Case, filter_eps: float) -> float | None:
+    """The fraction of the Triton backward's tiles that survive filtering at ``filter_eps``
+    on this case (its forward's verdicts); None off CUDA (unless under TRITON_INTERPRET=1)."""
+    from judgefree.kernels._backend import triton_interpreting
+
+    if case.hidden.device.type != "cuda" and not triton_interpreting():
+        return None
+    import triton
+
+    from judgefree.kernels.linear_logprobs_filter import live_tiles
+    from judgefree.kernels.linear_logprobs_triton import backward_tiles, default_config, forward_lse
+
+    hidden, weight = case.hidden.detach(), case.weight.detach()
+    config = default_config(hidden.shape[0], weight.shape[0], hidden.shape[1])
+    tile_max = torch.empty(triton.cdiv(weight.shape[0], config.block_v), hidden.shape[0], device=hidden.device)
+    lse, target_logit = forward_lse(hidden, weight, case.targets, config, tile_max=tile_max)
+    valid = torch.ones_like(case.targets, dtype=torch.bool)
+    bwd_block_v, _ = backward_tiles(config, case.weight.requires_grad, deterministic=False)
+    live = live_tiles(tile_max, lse, target_logit - lse, case.targets, valid, config.block_n, config.block_v,
+                      filter_eps, bwd_block_v)
+    return float(live.float().mean())
 
 
 def _sync(device: str) -> None:
@@ -190,9 +217,10 @@ def run(args: argparse.Namespace) -> str:
     """Measure every method for every vocab size; return the markdown table."""
     dtype = getattr(torch, args.dtype)
     load = f", load average at start {os.getloadavg()[0]:.1f}"
+    boost = f", target logit boosted by {args.target_boost:g} (a confident model)" if args.target_boost else ""
     lines = [
         f"linear_logprobs fwd+bwd{' (frozen lm_head: LoRA)' if args.frozen_weight else ''}, "
-        f"N={args.n}, {args.dtype}, device: {describe(args.device)}{load}, "
+        f"N={args.n}, {args.dtype}{boost}, device: {describe(args.device)}{load}, "
         f"median of {args.repeats} (methods interleaved)",
         "",
         "| H | V | method | time (s), median (min-max) | eager time / time | peak memory (MiB) | eager memory / memory |"
@@ -201,8 +229,15 @@ def run(args: argparse.Namespace) -> str:
     ]
     mib = 1 / 2**20
     for hidden_size, vocab in args.shapes:
-        case = make_case(args.n, hidden_size, vocab, dtype, args.device, frozen_weight=args.frozen_weight)
+        case = make_case(args.n, hidden_size, vocab, dtype, args.device, frozen_weight=args.frozen_weight,
+                         target_boost=args.target_boost)
         fns = methods(args.device)
+        from judgefree.kernels.linear_logprobs import FILTER_EPS
+
+        live = live_fraction(case, FILTER_EPS)
+        if live is not None:
+            lines.append(f"| {hidden_size} | {vocab} | (backward tiles live under filter 2^-12: {live:.1%}) "
+                         "| | | | | |")
         outs, peaks, rss = {}, {}, {}
         for name, fn in fns.items():
             try:
@@ -265,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--frozen-weight", action="store_true",
                         help="the lm_head takes no gradient, as in LoRA training")
+    parser.add_argument("--target-boost", type=float, default=0.0,
+                        help="raise each target logit by about this much (a confident model; default 0: random)")
     parser.add_argument("--out", default=None, help="also write the table here (markdown)")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
