@@ -45,7 +45,8 @@ def linear_logprobs(
 
     ``filter_eps``: gradient filtering (Cut Cross-Entropy's idea). A backward tile of
     [token block, vocab block] whose every |onehot - softmax| is below ``filter_eps`` on the
-    rows with gradient is skipped. Bound: the dropped part of grad_hidden[n, h] is at most
+    valid rows is skipped; the forward decides it (``linear_logprobs_filter``), so a skipped
+    tile is not even recomputed. Bound: the dropped part of grad_hidden[n, h] is at most
     |g_n| * max_v |W[v, h]| * (sum of the skipped |onehot - p_nv|, each < filter_eps), and of
     grad_weight[v, h] at most sum_n |g_n| |X[n, h]| |onehot - p_nv| over the skipped entries;
     the forward values are unaffected. ``FILTER_EPS`` (2^-12) is a threshold below bf16's

@@ -1,6 +1,7 @@
 """Tile helpers shared by the linear_logprobs kernels (``linear_logprobs_triton`` and
-``linear_logprobs_deterministic``): one [BLOCK_N, BLOCK_V] logit tile, and its
-d logp / d logits = onehot - softmax.
+``linear_logprobs_deterministic``): one [BLOCK_N, BLOCK_V] logit tile, its d logp / d logits =
+onehot - softmax, and the dX / dW products of a tile (``add_product``: relaxed atomics in the
+fast backward, int64 fixed point in the deterministic one), so both backwards run one body.
 """
 
 from __future__ import annotations

@@ -6,16 +6,17 @@ hidden size), folds it into an online log-sum-exp and picks the target logit fro
 tile. Splits write partial results to [splits, N] buffers that PyTorch combines, so the
 extra memory is O(splits * N) and the grid fills the GPU even when N is small.
 
-Backward: one program per (token block, vocab block) tile recomputes the logits from the
-saved log-sum-exp, forms d logits = g * (onehot - softmax) in registers (cast to the input
-dtype for the tensor cores) and adds d @ W and d^T @ X into float32 grad buffers with
+Backward: one program per (token block, vocab block) tile (128 x 256 when the weight is
+frozen) recomputes the logits from the saved log-sum-exp, forms d logits = g * (onehot -
+softmax) in registers (cast to the input dtype for the tensor cores) and adds d @ W and d^T @ X into float32 grad buffers with
 atomics, the tiling of Cut Cross-Entropy (which serialises its adds with locks instead).
 Atomics were chosen over an owner-computes layout: with H in the thousands a token block's
 [BLOCK_N, H] (or a vocab block's [BLOCK_V, H]) accumulator does not fit on chip, so owning
 it means a read-modify-write of global memory per tile, which costs as much traffic as the
 atomics and serialises the grid. The price is run-to-run differences at float32 rounding
 level in the gradients; the PyTorch path is deterministic. Token blocks whose upstream
-gradient is all zero (ignored positions) skip their tiles exactly.
+gradient is all zero (ignored positions) skip their tiles exactly; with gradient filtering
+the forward marks the dead tiles (``linear_logprobs_filter``) and they skip even the recompute.
 """
 
 from __future__ import annotations
@@ -152,10 +153,11 @@ def backward_tiles(config: KernelConfig, need_weight: bool, deterministic: bool)
 
 
 # Tensor-core tiles for the GPU (the sm_90 compile test builds exactly these).
-# Frozen weight: 128 x 256 tiles (half the tiles, so half the recomputed X and the dX atomics;
-# 255 registers and 0 spills under Triton 3.8 and 3.6 with BLOCK_H=32, which keeps 72 KB of
-# shared memory); with the weight gradient 128 x 256 spills (116-180 B), so it stays 128 x 128.
-GPU_CONFIG = KernelConfig(block_n=128, block_v=128, block_h=64, frozen_block_v=256, frozen_block_h=32)
+# Frozen weight: 128 x 256 tiles (half the tiles, so half the recomputed X and the dX atomics).
+# BLOCK_H=16 builds with 0 spills under Triton 3.8 (208-210 registers, 36 KB shared memory) and
+# 3.6 (255); BLOCK_H=32 spills 8 B in fp16 under 3.8. With the weight gradient 128 x 256 spills
+# (116-312 B at 8 or 16 warps), so that backward stays 128 x 128.
+GPU_CONFIG = KernelConfig(block_n=128, block_v=128, block_h=64, frozen_block_v=256, frozen_block_h=16)
 
 
 def default_config(n_tokens: int, vocab: int, hidden_size: int) -> KernelConfig:
