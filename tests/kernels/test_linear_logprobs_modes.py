@@ -260,6 +260,29 @@ def test_gpu_deterministic_and_filtered_at_the_gpu_tiles(fresh_seed):
     assert torch.equal(filtered[0], exact[0])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_frozen_weight_on_its_wide_tiles(dtype, fresh_seed):
+    """The frozen backward at its GPU tiles (128 x 256 x 16, two forward tiles per backward
+    tile, a ragged last one) against float64; filtered, within the bound (plus one bf16 rounding)."""
+    assert GPU_CONFIG.frozen_block_v == 2 * GPU_CONFIG.block_v
+    hidden, weight, targets, grad_out = _inputs(1100, 320, 7001, seed=fresh_seed, dtype=dtype, scale=0.1)
+    hidden = (hidden.float() + 6.0 * weight.float()[torch.where(targets == IGNORE, 0, targets)]).to(dtype)
+    cuda = [t.cuda() for t in (hidden, weight, targets, grad_out)]
+    got = _run(lambda h, w, t: linear_logprobs(h, w, t), *cuda, train_weight=False)
+    ref = _run(lambda h, w, t: linear_logprobs_eager(h, w, t, IGNORE), hidden.double(), weight.double(), targets,
+               grad_out, train_weight=False)
+    assert got[2] is None
+    rel = 1e-4 if dtype == torch.float32 else 2e-2
+    _close(got[0].cpu(), ref[0], 1e-4)
+    _close(got[1].cpu(), ref[1], rel)
+    filtered = _run(lambda h, w, t: linear_logprobs(h, w, t, filter_eps=1e-3), *cuda, train_weight=False)
+    bound_hidden, _, _, _ = _filter_bounds(hidden.float(), weight.float(), targets, grad_out, 1e-3)
+    slack = (2**-7 if dtype == torch.bfloat16 else 1e-5) * got[1].double().abs().cpu()
+    assert torch.all((filtered[1] - got[1]).double().abs().cpu() <= bound_hidden + slack + 1e-6)
+    assert torch.equal(filtered[0], got[0])
+
+
 def test_wave_splits_keep_the_running_token_blocks_x_in_l2():
     """N=8192, H=4096, bf16: all 64 token blocks' X (64 MiB) exceeds a 50 MiB L2; the choice
     runs few enough token blocks at once that their X fits in 3/4 of it, for at most one tile
