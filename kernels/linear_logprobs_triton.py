@@ -8,8 +8,9 @@ extra memory is O(splits * N) and the grid fills the GPU even when N is small.
 
 Backward: one program per (token block, vocab block) tile (128 x 256 when the weight is
 frozen) recomputes the logits from the saved log-sum-exp, forms d logits = g * (onehot -
-softmax) in registers (cast to the input dtype for the tensor cores) and adds d @ W and d^T @ X into float32 grad buffers with
-atomics, the tiling of Cut Cross-Entropy (which serialises its adds with locks instead).
+softmax) in registers (cast to the input dtype for the tensor cores) and adds d @ W and
+d^T @ X into float32 grad buffers with atomics, the tiling of Cut Cross-Entropy (which
+serialises its adds with locks instead).
 Atomics were chosen over an owner-computes layout: with H in the thousands a token block's
 [BLOCK_N, H] (or a vocab block's [BLOCK_V, H]) accumulator does not fit on chip, so owning
 it means a read-modify-write of global memory per tile, which costs as much traffic as the
