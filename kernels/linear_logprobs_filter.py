@@ -38,9 +38,11 @@ def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Ten
     if not 0.0 < filter_eps < 1.0:
         raise ValueError(f"filter_eps must be in (0, 1), got {filter_eps}")
     block_of = torch.arange(v_blocks, device=tile_max.device)[:, None]
-    hot = (tile_max - lse[None, :]) >= math.log(filter_eps)  # p may reach filter_eps in the tile
+    # Written as "not below" so that NaN (a NaN or infinite input) keeps the tile: filtering
+    # must not hide a broken row's NaN gradient.
+    hot = ~((tile_max - lse[None, :]) < math.log(filter_eps))  # p may reach filter_eps in the tile
     hot |= block_of == (safe_targets // block_v)[None, :]  # the target's tile
-    uncertain = -torch.expm1(target_logp) >= filter_eps  # 1 - p_target
+    uncertain = ~(-torch.expm1(target_logp) < filter_eps)  # 1 - p_target
     hot &= (valid & uncertain)[None, :]
     ratio = (backward_block_v or block_v) // block_v
     if ratio * block_v != (backward_block_v or block_v):

@@ -211,6 +211,23 @@ def test_frozen_weight_tiles_wider_than_the_forward_tiles(filter_eps, fresh_seed
         KernelConfig(block_n=16, block_v=128, block_h=32, frozen_block_v=192)
 
 
+def test_filtering_keeps_the_nan_gradient_of_a_broken_row(fresh_seed):
+    """A NaN in one row's hidden state: filtered or not, that row's values and gradients are
+    NaN (a dead-tile verdict must not turn them into zeros), the other rows' stay finite."""
+    hidden, weight, targets, grad_out = _inputs(40, 40, 700, seed=fresh_seed, scale=0.1)
+    hidden += 6.0 * weight[torch.where(targets == IGNORE, 0, targets)]
+    targets[3] = 5
+    hidden[3, 7] = float("nan")
+    config = KernelConfig(block_n=16, block_v=128, block_h=64, vocab_splits=2)
+    for eps in (None, 1e-3):
+        out, g_hidden, g_weight = _run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, config, filter_eps=eps),
+                                       hidden, weight, targets, grad_out)
+        assert torch.isnan(out[3]) and torch.isnan(g_hidden[3]).all(), eps
+        others = torch.arange(40) != 3
+        assert torch.isfinite(out[others]).all() and torch.isfinite(g_hidden[others]).all(), eps
+        assert torch.isnan(g_weight).any(), eps
+
+
 def test_filter_eps_is_validated():
     hidden, weight, targets = torch.randn(3, 4), torch.randn(5, 4), torch.tensor([0, 1, 2])
     for bad in (0.0, 1.0, -1e-3, float("nan")):
