@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from judgefree.kernels.linear_logprobs_filter import check_live
 from judgefree.kernels.linear_logprobs_tiles import add_product, tile_d_logits, tile_is_live
 from judgefree.kernels.linear_logprobs_triton import KernelConfig, _dot_precision, _splits, _upcast
 
@@ -112,6 +113,7 @@ def deterministic_backward_grads(
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     n_blocks, v_blocks = triton.cdiv(n_tokens, config.block_n), triton.cdiv(vocab, config.block_v)
+    check_live(live, n_blocks, v_blocks)
     if scales is None:
         g_max = float(grad.abs().max()) if n_tokens else 0.0
         # |dX[n, h]| <= |g_n| * sum_v |onehot - p| * max|W| <= 2 max|g| max|W|, and so is any

@@ -50,3 +50,11 @@ def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Ten
     n_blocks, bwd_blocks = -(-n_tokens // block_n), -(-v_blocks // ratio)
     hot = torch.nn.functional.pad(hot, (0, n_blocks * block_n - n_tokens, 0, bwd_blocks * ratio - v_blocks))
     return hot.reshape(bwd_blocks, ratio, n_blocks, block_n).any(dim=3).any(dim=1).T.contiguous().to(torch.uint8)
+
+
+def check_live(live: torch.Tensor | None, n_blocks: int, v_blocks: int) -> None:
+    """The verdicts a backward kernel indexes without bounds checks: their shape and dtype."""
+    if live is not None and (tuple(live.shape) != (n_blocks, v_blocks) or live.dtype != torch.uint8
+                             or not live.is_contiguous()):
+        raise ValueError(f"live must be a contiguous uint8 [{n_blocks}, {v_blocks}] tensor (live_tiles at the "
+                         f"backward's tiles), got {live.dtype} {tuple(live.shape)}")

@@ -30,7 +30,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from judgefree.kernels._backend import triton_interpreting
-from judgefree.kernels.linear_logprobs_filter import live_tiles
+from judgefree.kernels.linear_logprobs_filter import check_live, live_tiles
 from judgefree.kernels.linear_logprobs_tiles import add_product, logit_tile, tile_d_logits, tile_is_live
 
 INTERPRETED = triton_interpreting()
@@ -267,6 +267,7 @@ def backward_grads(
         if need_weight else None
     dummy = lse  # never written when the matching flag is off
     block_v, block_h = backward_tiles(config, need_weight, deterministic=False)
+    check_live(live, triton.cdiv(n_tokens, config.block_n), triton.cdiv(vocab, block_v))
     grid = (triton.cdiv(n_tokens, config.block_n) * triton.cdiv(vocab, block_v),)
     _backward_kernel[grid](
         hidden, weight, safe_targets, lse, grad, dummy if live is None else live,

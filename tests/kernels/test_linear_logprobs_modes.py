@@ -181,6 +181,8 @@ def test_forward_tile_verdicts_match_the_float64_criterion_and_skip_the_same_gra
     recomputed = deterministic_backward_grads(hidden, weight, safe, lse, grad, config, True, True, eps)
     for a, b in zip(skipped, recomputed):
         assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="live must be"):  # verdicts of other tiles: refused, not misread
+        backward_grads(hidden, weight, safe, lse, grad, config, True, True, eps, live[:, :-1].contiguous())
 
 
 @pytest.mark.parametrize("filter_eps", [None, 1e-3])
