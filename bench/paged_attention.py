@@ -2,6 +2,7 @@
 flash-attn when installed), all measured in the same run.
 
     python bench/paged_attention.py [--out bench/results/paged_attention_h100.md]
+    python bench/paged_attention.py --threads 1 --out bench/results/paged_attention_cpu.md   # the CPU table
     (what the compiler makes of the kernels, without a GPU: bench/kernel_report.py)
 
 On a GPU: LLaVA-7B shapes (32 heads x 128, bf16, block 16, context 700 = 576 image tokens +
@@ -9,7 +10,7 @@ prompt + response), B in {1, 16, 64, 256}; each call is captured in a CUDA graph
 runs decode) so launch overhead is not timed. GB/s = bytes of K/V read / time, shown as a
 fraction of the measured device copy bandwidth.
 
-On the CPU (``--rounds``, default 7): the engine's CPU decode shapes (the tiny LLaVA of
+On the CPU (``--rounds``, default 5): the engine's CPU decode shapes (the tiny LLaVA of
 bench/generate.py: 24 rows x 110 tokens, 4 q / 2 kv heads x 32; LLaVA on SmolLM2-135M: 24 rows
 x ~300 tokens, 9 q / 3 kv heads x 64; fp32, block 16, shuffled blocks, lengths differing per
 row) and a wider batch; methods interleaved (order rotated each round), each round the mean of
@@ -213,9 +214,12 @@ def run(args) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the table (markdown) to this file")
-    parser.add_argument("--rounds", type=int, default=7, help="CPU: interleaved rounds (>= 3)")
-    parser.add_argument("--calls", type=int, default=10, help="CPU: calls per method per round")
+    parser.add_argument("--rounds", type=int, default=5, help="CPU: interleaved rounds (>= 3)")
+    parser.add_argument("--calls", type=int, default=5, help="CPU: calls per method per round")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; the engine benches use 1)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lines = run(args)
     print("\n".join(lines))
     if args.out:
