@@ -40,8 +40,8 @@ def _scores(q: torch.Tensor, k_cache: torch.Tensor, block_ids: torch.Tensor, len
 
 def _slots(block_ids: torch.Tensor, valid: torch.Tensor, block_size: int) -> torch.Tensor:
     """int64 [B, length]: each position's cache slot; the row's first slot past its context."""
-    positions = torch.arange(valid.shape[1], device=valid.device)
-    slots = block_ids[:, positions // block_size] * block_size + positions % block_size
+    offsets = torch.arange(block_size, device=valid.device)
+    slots = (block_ids[:, :, None] * block_size + offsets).flatten(1)[:, :valid.shape[1]]
     return slots.where(valid, slots[:, :1])
 
 
