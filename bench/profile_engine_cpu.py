@@ -4,10 +4,11 @@
 
 The tiny random LLaVA of bench/generate.py (Llama 4x128 with SmolLM2's vocabulary of 49152,
 CLIP 112 px: 64 image tokens), or with --smollm2 the LLaVA on SmolLM2-135M; one pair per image,
-EOS ignored, temperature 1, 1 thread, after a warm-up call on the same images. Two versions of the decode
+EOS ignored, temperature 1, 1 thread, after a warm-up call on the same images. Two versions of the CPU
 attention in the same engine, profiled in alternation (--rounds each, the median shown):
-"after", today's ``paged_attention_torch``, and "before", the CPU path it replaced
-(bench/paged_attention.py's ``block_gather_einsum_decode``). Prints the total and the
+"after", today's ``paged_attention_torch`` (decode and prefill), and "before", the CPU paths
+they replaced (decode: bench/paged_attention.py's ``block_gather_einsum_decode``; prefill:
+``paged_prefill_attention_ref``). Prints the total and the
 cumulative time of decode attention, prefill attention, row_flags, Philox, prompt building,
 the linear layers and mix_sample, and a hash of every token id per version (equal hashes:
 the same tokens).
@@ -31,12 +32,14 @@ from generate import PROMPT, distinct_photos
 from paged_attention import block_gather_einsum_decode
 
 from judgefree.engine import Engine, SamplingParams
+from judgefree.kernels.paged_attention_ref import paged_prefill_attention_ref
 
 # concern -> (file suffix, function name) whose cumulative time it is
 CONCERNS = {
     "decode attention": ("paged_attention_torch.py", "paged_decode_attention_torch"),
     "decode attention (before)": ("paged_attention.py", "block_gather_einsum_decode"),
-    "prefill attention": ("paged_attention_ref.py", "paged_prefill_attention_ref"),
+    "prefill attention": ("paged_attention_torch.py", "paged_prefill_attention_torch"),
+    "prefill attention (before)": ("paged_attention_ref.py", "paged_prefill_attention_ref"),
     "store_kv": ("paged_attention_ref.py", "store_kv_ref"),
     "row_flags": ("mix_sample_ref.py", "row_flags"),
     "Philox (uniform_noise)": ("philox.py", "uniform_noise"),
@@ -90,7 +93,8 @@ def main() -> int:
         # warm-up on every image: each profile then finds the same prompts in the prefix cache
         engine.generate_pairs(images, PROMPT, **{**kwargs, "max_new_tokens": 4})
         after_ops = engine.runner.attention_ops
-        versions = {"after": after_ops, "before": after_ops._replace(decode=block_gather_einsum_decode)}
+        versions = {"after": after_ops,
+                    "before": after_ops._replace(decode=block_gather_einsum_decode, prefill=paged_prefill_attention_ref)}
         results = {name: [] for name in versions}
         start_load = load_average()
         for r in range(args.rounds):

@@ -1,4 +1,5 @@
-"""Paged decode attention for the CPU path, in PyTorch, reading V from the cache in place.
+"""Paged attention for the CPU path, in PyTorch: decode reading V from the cache in place,
+and prefill through torch's fused SDPA.
 
 The weighted sum of values never copies the context: ``F.embedding_bag`` (mode ``"sum"``,
 per-sample weights) sums rows of the cache viewed as ``[slots * kv_heads, head_dim]``, one
@@ -14,7 +15,11 @@ outputs agree to float32 rounding of the scores (tests/kernels/test_paged_attent
 the engine's tokens are unchanged (tests/engine, bench/profile_engine_cpu.py's token hash).
 Caches in fp16/bf16 (or not contiguous) take the gathered values instead of the in-place sum:
 the sum must accumulate in fp32, and embedding_bag accumulates in the weights' dtype.
-Arguments are assumed valid.
+
+Prefill, per sequence: its blocks gathered whole (cut at its context, so nothing outside it is
+read), then ``F.scaled_dot_product_attention`` in fp32 with the causal mask of new tokens at the
+end of the context (the reference materialises the [heads, new, context] scores and softmax).
+Also equal to the reference to fp32 rounding. Arguments are assumed valid.
 """
 
 from __future__ import annotations
@@ -101,3 +106,34 @@ def paged_decode_attention_torch(
     # [kv_heads, B, group, D] -> [B, q_heads, D]; an empty context softmaxes to NaN: zeros
     out = out.permute(1, 0, 2, 3).reshape(batch, num_q_heads, head_dim)
     return out.masked_fill_((lens == 0)[:, None, None], 0.0).to(q.dtype)
+
+
+def paged_prefill_attention_torch(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of packed new tokens ``q [T, q_heads, D]`` over each sequence's cached
+    prefix and themselves; the new tokens are the last ``cu[i+1]-cu[i]`` of ``context_lens[i]``."""
+    num_q_heads, head_dim = q.shape[1], q.shape[2]
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    out = torch.empty_like(q)
+    bounds = cu_seqlens_q.tolist()
+    for seq, context_len in enumerate(context_lens.tolist()):
+        start, end = bounds[seq], bounds[seq + 1]
+        if end == start:
+            continue
+        blocks = block_tables[seq, :-(-context_len // block_size)].long()
+        keys = k_cache.index_select(0, blocks).view(-1, num_kv_heads, head_dim)[:context_len].float()
+        values = v_cache.index_select(0, blocks).view(-1, num_kv_heads, head_dim)[:context_len].float()
+        query_pos = torch.arange(context_len - (end - start), context_len, device=q.device)
+        causal = torch.arange(context_len, device=q.device)[None, :] <= query_pos[:, None]
+        seq_out = F.scaled_dot_product_attention(
+            q[start:end].float().transpose(0, 1)[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
+            attn_mask=causal, scale=scale, enable_gqa=num_q_heads != num_kv_heads)
+        out[start:end] = seq_out[0].transpose(0, 1).to(q.dtype)
+    return out
