@@ -17,7 +17,8 @@ row) and a wider batch; methods interleaved (order rotated each round), each rou
 --calls calls, medians with [min, max] over the rounds, the load average before and after.
 Methods: ours (``paged_attention_torch``: values summed from the cache in place), the CPU path
 before it (whole blocks gathered, then einsum), the reference (``paged_attention_ref``) and
-gather + SDPA. The Triton kernel runs in the interpreter there, so its CPU time is not a
+gather + SDPA; then one engine-shaped prefill step, ours (SDPA per sequence) against the
+reference. The Triton kernel runs in the interpreter there, so its CPU time is not a
 performance number and is left out.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 
 import torch
 from _timing import copy_bandwidth_gbs, device_name, interleaved, load_average, load_line, time_us, write_atomic
@@ -34,8 +36,12 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from judgefree.kernels.paged_attention import paged_decode_attention  # noqa: E402
-from judgefree.kernels.paged_attention_ref import gather_kv, paged_decode_attention_ref  # noqa: E402
-from judgefree.kernels.paged_attention_torch import paged_decode_attention_torch  # noqa: E402
+from judgefree.kernels.paged_attention_ref import (  # noqa: E402
+    gather_kv,
+    paged_decode_attention_ref,
+    paged_prefill_attention_ref,
+)
+from judgefree.kernels.paged_attention_torch import paged_decode_attention_torch, paged_prefill_attention_torch  # noqa: E402
 from judgefree.kernels.paged_attention_triton import choose_num_splits, paged_decode_attention_triton  # noqa: E402
 
 
@@ -96,6 +102,7 @@ def run_cpu(args) -> list[str]:
     before = load_average()
     lines = [f"# paged decode attention on {device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads, "
              f"torch {torch.__version__}",
+             f"(`{' '.join(['bench/paged_attention.py', *sys.argv[1:]])}`); "
              f"fp32, block 16, shuffled blocks, context lengths uniform in [context - 20, context]; {args.rounds} rounds "
              f"interleaved, each the mean of {args.calls} calls; ms per call, median [min, max]", ""]
     rows = ["| shape | B x context, q/kv heads x D | ours ms | before ms (block gather + einsum) | reference ms "
@@ -128,10 +135,43 @@ def run_cpu(args) -> list[str]:
                     f"{cell['before']} | {cell['reference']} | {cell['sdpa']} | {med['before'] / med['ours']:.2f}x | "
                     f"{med['reference'] / med['ours']:.2f}x | {med['sdpa'] / med['ours']:.2f}x |")
         print(rows[-1], flush=True)
-    lines += rows
+    lines += rows + [""] + prefill_cpu(args, gen)
     lines += ["", load_line(before, load_average()),
               "Ratios are of the medians (>1: ours is faster). 'before' is the CPU path this replaced."]
     return lines
+
+
+def prefill_cpu(args, gen) -> list[str]:
+    """One prefill step as the engine runs it for LLaVA on SmolLM2 (9 q / 3 kv heads x 64): one
+    image prompt of 290 new tokens, two responses' last prompt token recomputed over 290 cached,
+    an instruction-only prompt of 15; ours (SDPA per sequence) against the reference."""
+    lengths, new = [290, 290, 290, 15], [290, 1, 1, 15]
+    q_heads, kv_heads, head_dim, block = 9, 3, 64, 16
+    per_seq = [-(-n // block) for n in lengths]
+    k_cache = torch.randn(sum(per_seq), block, kv_heads, head_dim, generator=gen)
+    v_cache = torch.randn_like(k_cache)
+    order = torch.randperm(sum(per_seq), generator=gen).tolist()
+    tables = torch.zeros(len(lengths), max(per_seq), dtype=torch.int32)
+    for seq, count in enumerate(per_seq):
+        tables[seq, :count] = torch.tensor([order.pop() for _ in range(count)])
+    lens = torch.tensor(lengths, dtype=torch.int32)
+    cu = torch.tensor([0] + torch.tensor(new).cumsum(0).tolist(), dtype=torch.int32)
+    q = torch.randn(int(cu[-1]), q_heads, head_dim, generator=gen)
+    scale = head_dim**-0.5
+    fns = {"ours": lambda: paged_prefill_attention_torch(q, k_cache, v_cache, tables, cu, lens, scale),
+           "reference": lambda: paged_prefill_attention_ref(q, k_cache, v_cache, tables, cu, lens, scale)}
+    error = (fns["ours"]() - fns["reference"]()).abs().max().item()
+    if error > 1e-4:
+        raise RuntimeError(f"prefill: ours and the reference disagree by {error}")
+    samples, _ = interleaved({name: (lambda fn=fn: [fn() for _ in range(args.calls)]) for name, fn in fns.items()},
+                             args.rounds)
+    ms = {name: [s / args.calls * 1e3 for s in values] for name, values in samples.items()}
+    med = {name: statistics.median(values) for name, values in ms.items()}
+    cell = {name: f"{med[name]:.2f} [{min(v):.2f}, {max(v):.2f}]" for name, v in ms.items()}
+    return ["Prefill (one engine prefill step: new tokens " + "/".join(map(str, new)) + " of contexts "
+            + "/".join(map(str, lengths)) + ", 9/3 heads x 64, fp32), ms per call, median [min, max]:", "",
+            "| ours (SDPA per sequence) | reference | reference / ours |", "|---|---|---|",
+            f"| {cell['ours']} | {cell['reference']} | {med['reference'] / med['ours']:.2f}x |"]
 
 
 def make_inputs(batch, context, q_heads, kv_heads, head_dim, block_size, dtype, device, gen):
