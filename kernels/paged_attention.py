@@ -2,7 +2,7 @@
 
 Cache layout (per layer): ``k_cache, v_cache [num_blocks, block_size, num_kv_heads, head_dim]``;
 ``slot = block_id * block_size + offset_in_block``. Backends: ``"torch"`` is the fp32 PyTorch
-reference (``paged_attention_ref``; its decode through ``paged_attention_torch``, equal to it), ``"triton"`` our kernels (``paged_attention_triton``; CPU
+reference (``paged_attention_ref``; its decode and prefill through ``paged_attention_torch``, equal to it to fp32 rounding), ``"triton"`` our kernels (``paged_attention_triton``; CPU
 tensors need ``TRITON_INTERPRET=1``), ``"auto"`` picks flash-attn's paged API when it is
 installed and fits, else Triton on CUDA, else the reference.
 
@@ -11,8 +11,9 @@ Two ways in: the checked functions below (``store_kv``, ``paged_decode_attention
 (the engine runs them in every layer of every step) calls ``paged_attention_ops(...)`` once
 and then the returned functions, which check nothing. Checks read only shapes and dtypes on
 CUDA, so calls stay free of host syncs (CUDA-graph friendly); on the CPU the block tables and
-lengths are checked too. The ``"torch"`` backend's decode is ``paged_attention_torch`` (the
-reference's arithmetic on block-wise gathers, equal to it bit for bit).
+lengths are checked too. The ``"torch"`` backend's decode and prefill are ``paged_attention_torch``
+(decode sums the values from the cache in place, prefill runs torch's SDPA per sequence; both
+equal the reference to fp32 rounding).
 """
 
 from __future__ import annotations
@@ -26,11 +27,8 @@ from typing import NamedTuple
 import torch
 
 from judgefree.kernels._backend import BACKENDS, resolve_backend
-from judgefree.kernels.paged_attention_ref import (
-    paged_prefill_attention_ref,
-    store_kv_ref,
-)
-from judgefree.kernels.paged_attention_torch import paged_decode_attention_torch
+from judgefree.kernels.paged_attention_ref import store_kv_ref
+from judgefree.kernels.paged_attention_torch import paged_decode_attention_torch, paged_prefill_attention_torch
 
 __all__ = ["store_kv", "paged_decode_attention", "paged_prefill_attention", "paged_attention_ops",
            "PagedAttentionOps", "BACKENDS"]
@@ -94,9 +92,9 @@ def _triton_ops(name: str) -> PagedAttentionOps:
     return PagedAttentionOps(name, store_kv_triton, paged_decode_attention_triton, paged_prefill_attention_triton)
 
 
-# The "torch" backend: the reference, except decode, which gathers whole blocks
-# (paged_attention_torch; equal to the reference bit for bit, cheaper per step).
-_REFERENCE = PagedAttentionOps("torch", store_kv_ref, paged_decode_attention_torch, paged_prefill_attention_ref)
+# The "torch" backend: the reference's store_kv; decode (values read in place) and prefill (SDPA
+# per sequence) from paged_attention_torch, equal to the reference to fp32 rounding and cheaper.
+_REFERENCE = PagedAttentionOps("torch", store_kv_ref, paged_decode_attention_torch, paged_prefill_attention_torch)
 
 
 def paged_attention_ops(backend: str, k_cache: torch.Tensor) -> PagedAttentionOps:
