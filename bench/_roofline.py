@@ -27,6 +27,7 @@ class GPUModel:
     flops: float  # dense bf16 tensor-core FLOP/s, measured (H100) / assumed equal (H200)
     hbm_latency: float  # s, loaded
     l2_latency: float  # s
+    launch: float = 1.5e-6  # s, the fixed cost of one dependent kernel launch (assumed; see assumptions())
 
 
 # H100 SXM and H200 share the GH100 die: 132 SMs, 50 MB L2, the same clocks; they differ in HBM.
@@ -53,6 +54,9 @@ def assumptions() -> list[str]:
         "Data reuse: a re-read hits L2 when the data in use by the resident CTAs fits in L2, otherwise it is "
         "counted again from HBM.",
         f"mix_sample: {SEARCH_PASSES} threshold-search passes with top-p, none without; top-k off.",
+        f"Launches: each kernel launch adds a fixed {g.launch * 1e6:.1f} us to its bound (assumed: the gap between "
+        "dependent kernels plus the first wave's ramp; nearer 1 us inside a CUDA graph, 3-5 us for eager launches "
+        "from Python). A multi-kernel op pays it once per launch.",
     ]
 
 
@@ -80,6 +84,7 @@ class Work:
             "flop": self.flops / gpu.flops,
             "issue": self.warp_instructions / (active_sms * gpu.ipc * gpu.clock),
             "latency": self.hbm_bytes * gpu.hbm_latency / in_flight + l2_only * gpu.l2_latency / in_flight,
+            "launch": gpu.launch,  # fixed, added to the launch's largest time (not a competing bound)
         }
 
 
@@ -113,13 +118,27 @@ def _case(record: dict, **shape) -> dict:
 
 # -- mix_sample -------------------------------------------------------------------------------
 
-def mix_sample(record: dict, batch: int, vocab: int, dtype_bytes: int, paths: int, top_p: bool,
-               contrast: bool = False) -> Work:
-    """One program per row; each pass re-reads the row's logits (both paths)."""
-    passes = 2 + int(contrast) + (SEARCH_PASSES if top_p else 0)
+def mix_sample(stats: dict, record: dict, batch: int, vocab: int, dtype_bytes: int, paths: int, top_p: bool,
+               chunk: int = 2048, contrast: bool = False) -> list[Work]:
+    """Two launches: the chunk statistics (one program per (row, chunk), straight-line code,
+    every logit read once) and the per-row kernel. Without filters the latter reads the row's
+    partials and one chunk; with top-p it runs SEARCH_PASSES search passes and the draw pass
+    over the whole row (re-reads: L2 hits when the batch's logits fit in L2)."""
     row_bytes = vocab * dtype_bytes * paths
-    resident = _resident(record, batch)
-    hbm = batch * row_bytes * (1 if resident * row_bytes <= H100.l2_bytes else passes)
+    chunks = math.ceil(vocab / chunk)
+    programs = batch * chunks
+    resident = _resident(stats, programs)
+    stats_instructions, stats_unmodelled = _issue(stats, [None] * len(stats["loops"]), programs)
+    # no loop: every program issues its chunk's loads up front (16 tokens x paths per thread)
+    launch_stats = Work(stats["kernel"], programs, resident, batch * row_bytes + programs * 7 * 4,
+                        batch * row_bytes, 0.0, stats_instructions, resident * chunk * dtype_bytes * paths,
+                        stats_unmodelled)
+    passes = (SEARCH_PASSES + 1 + int(contrast)) if top_p or contrast else 0
+    resident_rows = _resident(record, batch)
+    rereads = batch * row_bytes * passes
+    hbm = (rereads if batch * row_bytes > H100.l2_bytes else 0.0) + batch * chunks * 7 * 4
+    if not passes:
+        hbm += batch * chunk * dtype_bytes * paths  # the drawn chunk (just read by launch 1: counted anyway)
     # The search is inlined once per call (top-k, then top-p): its loops come in call order. The
     # call is named by the inlined-at line where the compiler gives one (Triton 3.8), else the
     # last call is taken to be top-p's (source order).
@@ -128,18 +147,21 @@ def mix_sample(record: dict, batch: int, vocab: int, dtype_bytes: int, paths: in
     top_p_loops = set(named) if any(record["loops"][i]["call_line"] for i in search) else set(search[len(search) // 2:])
     iterations = []
     for i, loop in enumerate(record["loops"]):
+        per_row = 1 if loop["step"] is None else math.ceil(vocab / loop["step"])
         if loop["function"] == "_threshold_search":
-            per_pass = 1 if loop["step"] is None else math.ceil(vocab / loop["step"])
-            iterations.append(batch * SEARCH_PASSES * per_pass if top_p and i in top_p_loops else 0)
-        elif loop["step"]:
-            iterations.append(batch * math.ceil(vocab / loop["step"]))
+            iterations.append(batch * SEARCH_PASSES * per_row if top_p and i in top_p_loops else 0)
+        elif loop["step"]:  # the contrast pass and the full draw: only rows with a filter, greedy or contrast
+            iterations.append(batch * per_row if passes else 0)
         else:
             iterations.append(None)
     instructions, unmodelled = _issue(record, iterations, batch)
     hot = max(record["loops"], key=lambda lp: _loop_bytes(lp, record["num_warps"]), default=None)
-    in_flight = resident * (_loop_bytes(hot, record["num_warps"]) if hot else 0)
-    return Work(record["kernel"], batch, resident, hbm, batch * row_bytes * passes, 0.0, instructions, in_flight,
-                unmodelled)
+    in_flight = resident_rows * (_loop_bytes(hot, record["num_warps"]) if hot else 0)
+    if not passes:  # one straight-line chunk read per row
+        in_flight = resident_rows * chunk * dtype_bytes * paths
+    launch_row = Work(record["kernel"], batch, resident_rows, hbm, rereads + batch * chunk * dtype_bytes * paths,
+                      0.0, instructions, in_flight, unmodelled)
+    return [launch_stats, launch_row]
 
 
 # -- linear_logprobs --------------------------------------------------------------------------

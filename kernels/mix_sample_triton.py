@@ -461,8 +461,10 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
 
 
 # CTAs per SM the launch configuration is designed for: 256 rows (128 responses, two paths)
-# over 132 SMs are one wave only with two rows in flight per SM.
+# over 132 SMs are one wave only with two rows in flight per SM. The statistics kernel's
+# programs are short (one chunk each): four per SM keep 4 x 16 KB of loads in flight.
 DESIGN_CTAS_PER_SM = 2
+STATS_DESIGN_CTAS_PER_SM = 4
 
 
 def build_cases():
@@ -485,7 +487,7 @@ def build_cases():
         return call
 
     return [LaunchCase(f"mix_sample {mode} B={b} V={v} {dtype}", launch(b, v, dtype, mode),
-                       {"_mix_sample_kernel": DESIGN_CTAS_PER_SM},
+                       {"_mix_sample_kernel": DESIGN_CTAS_PER_SM, "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM},
                        dict(op="mix_sample", batch=b, vocab=v, dtype=dtype, mode=mode))
             for dtype in DTYPES for mode in ("mix", "cond", "contrast") for v in vocabularies()
             for b in SAMPLE_BATCHES]
