@@ -44,6 +44,7 @@ NUM_PIVOTS = 16
 # spilled 60 B (bf16) or ran 1 CTA per SM (150-163 registers), and 512-wide search tiles
 # with 8 warps cost 1.5x the search's instructions per token.
 GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 2048, 512, 4
+GPU_MAXNREG = 255  # ptxas capped itself at 168 and spilled 4-32 B; allowed 255 it spills nothing (2 CTAs/SM, the design)
 STATS_NUM_WARPS = 4  # the statistics kernel: one CHUNK per program, 16 tokens per thread
 MAX_SEARCH_PASSES = 40  # a safety cap: a valid row needs at most ceil(31 / log2(NUM_PIVOTS)) passes
 # The bad-input flag bits, as compile-time constants the kernel can read.
@@ -207,32 +208,46 @@ def _safe(m):
 
 
 @triton.jit
+def _exp2_ftz(x, FAST: tl.constexpr):
+    """2^x for the statistics' sums: on the GPU one MUFU.EX2 (ftz: results below 2^-126 are
+    0, which no sum holding its max's 2^0 can notice); tl.exp2 adds a denormal range fix of
+    three instructions per call. The interpreter (no inline asm) takes tl.exp2."""
+    if FAST:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    return tl.exp2(x)
+
+
+@triton.jit
 def _chunk_stats_kernel(
     c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, contrast_ptr, part_ptr, part_stride,
     V, NC,
-    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, FAST_EXP2: tl.constexpr,
 ):
     """Partial statistics of one (row, chunk): max and sum-exp of l_c at T = 1 and of l_c / T
-    and l_u / T, and a NaN / +inf count of l_u, at part_ptr[q * part_stride + row * NC + chunk]
+    and l_u / T, and whether l_u holds NaN / +inf, at part_ptr[q * part_stride + row * NC + chunk]
     for quantity q = 0..6. The maxima of the scaled logits are max(l) * (1/T): rounding is
     monotone, so that is exactly the max of the rounded l * (1/T), without a third reduction.
-    A NaN or +inf in l_c shows as a NaN sum (exp(NaN), or inf - inf): no extra check needed."""
+    A NaN or +inf in l_c shows as a NaN sum (exp(NaN), or inf - inf), and a NaN in l_u is
+    counted as +inf in its max: no extra reduction for the flags."""
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     u_len = tl.where(use_u & ~contrast, V, 0)  # contrast rows read l_u in their own pass
     offs = chunk * CHUNK + tl.arange(0, CHUNK)
     NEG_INF: tl.constexpr = -float("inf")
+    LOG2E: tl.constexpr = 1.4426950408889634
     c = tl.load(c_ptr + row * stride_c + offs, mask=offs < V, other=NEG_INF).to(tl.float32)
     u = tl.load(u_ptr + row * stride_u + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
     max_c1 = tl.max(c, 0)
     max_ct = max_c1 * inv_t
-    max_u1 = tl.max(u, 0)
+    max_u1 = tl.max(tl.where(u != u, float("inf"), u), 0)
     max_ut = max_u1 * inv_t
-    sum_c1 = tl.sum(tl.exp(c - _safe(max_c1)), 0)
-    sum_ct = tl.sum(tl.exp(c * inv_t - _safe(max_ct)), 0)
-    sum_ut = tl.sum(tl.exp(u * inv_t - _safe(max_ut)), 0)
-    bad_u = tl.sum(((u != u) | (u == float("inf"))).to(tl.float32), 0)
+    # exp(x - m) as 2^(x log2e - m log2e): one fma and one MUFU per term
+    scale_t = inv_t * LOG2E
+    sum_c1 = tl.sum(_exp2_ftz(tl.fma(c, LOG2E, -_safe(max_c1) * LOG2E), FAST_EXP2), 0)
+    sum_ct = tl.sum(_exp2_ftz(tl.fma(c, scale_t, -_safe(max_ct) * LOG2E), FAST_EXP2), 0)
+    sum_ut = tl.sum(_exp2_ftz(tl.fma(u, scale_t, -_safe(max_ut) * LOG2E), FAST_EXP2), 0)
     out = part_ptr + row * NC + chunk
     tl.store(out, max_c1)
     tl.store(out + part_stride, sum_c1)
@@ -240,7 +255,7 @@ def _chunk_stats_kernel(
     tl.store(out + 3 * part_stride, sum_ct)
     tl.store(out + 4 * part_stride, max_ut)
     tl.store(out + 5 * part_stride, sum_ut)
-    tl.store(out + 6 * part_stride, bad_u)
+    tl.store(out + 6 * part_stride, (max_u1 == float("inf")).to(tl.float32))
 
 
 @triton.jit
@@ -445,7 +460,8 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     block, block_search, num_warps = _block_sizes(vocab)
     _chunk_stats_kernel[(batch, chunks)](
         logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, contrast, partials, batch * chunks,
-        vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, num_warps=STATS_NUM_WARPS,
+        vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, FAST_EXP2=not triton_interpreting(),
+        num_warps=STATS_NUM_WARPS,
     )
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
@@ -456,6 +472,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         HAS_U=has_u, HAS_CONTRAST=has_contrast,
         BLOCK=block, BLOCK_SEARCH=block_search, CHUNK=CHUNK, NC_PAD=max(triton.next_power_of_2(chunks), 2),
         NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, EMULATE_FMA=emulate_fma, num_warps=num_warps,
+        **({} if GPU_MAXNREG is None or triton_interpreting() else {"maxnreg": GPU_MAXNREG}),
     )
     return tokens, logprobs, cond, flags
 
