@@ -105,10 +105,11 @@ def _mix_sample_rows(records: list[dict]):
     for vocab in (32000, 152064):
         for batch in (1, 64, 256):
             shape = dict(batch=batch, vocab=vocab, dtype="bfloat16", mode="mix")
-            record, stats = _find(records, "_mix_sample_kernel", **shape), _find(records, "_chunk_stats_kernel", **shape)
+            stats, one_chunk, record = (_find(records, kernel, **shape) for kernel in (
+                "_chunk_stats_kernel", "_one_chunk_kernel", "_mix_sample_kernel"))
             for top_p in (False, True):
                 yield ("mix_sample", f"B={batch} V={vocab} bf16 two paths{' top-p' if top_p else ''}",
-                       roofline.mix_sample(stats, record, batch, vocab, 2, 2, top_p))
+                       roofline.mix_sample(stats, one_chunk, record, batch, vocab, 2, 2, top_p))
 
 
 def _linear_logprobs_rows(records: list[dict]):

@@ -44,7 +44,7 @@ NUM_PIVOTS = 16
 # spilled 60 B (bf16) or ran 1 CTA per SM (150-163 registers), and 512-wide search tiles
 # with 8 warps cost 1.5x the search's instructions per token.
 GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 2048, 512, 4
-GPU_MAXNREG = 255  # ptxas capped itself at 168 and spilled 4-32 B; allowed 255 it spills nothing (2 CTAs/SM, the design)
+GPU_MAXNREG = None  # a register cap for the per-row kernel (None: ptxas decides)
 STATS_NUM_WARPS = 4  # the statistics kernel: one CHUNK per program, 16 tokens per thread
 MAX_SEARCH_PASSES = 40  # a safety cap: a valid row needs at most ceil(31 / log2(NUM_PIVOTS)) passes
 # The bad-input flag bits, as compile-time constants the kernel can read.
@@ -243,11 +243,11 @@ def _chunk_stats_kernel(
     max_ct = max_c1 * inv_t
     max_u1 = tl.max(tl.where(u != u, float("inf"), u), 0)
     max_ut = max_u1 * inv_t
-    # exp(x - m) as 2^(x log2e - m log2e): one fma and one MUFU per term
-    scale_t = inv_t * LOG2E
-    sum_c1 = tl.sum(_exp2_ftz(tl.fma(c, LOG2E, -_safe(max_c1) * LOG2E), FAST_EXP2), 0)
-    sum_ct = tl.sum(_exp2_ftz(tl.fma(c, scale_t, -_safe(max_ct) * LOG2E), FAST_EXP2), 0)
-    sum_ut = tl.sum(_exp2_ftz(tl.fma(u, scale_t, -_safe(max_ut) * LOG2E), FAST_EXP2), 0)
+    # exp(x - m) as 2^((x - m) log2e), the difference taken first: l * log2e would overflow
+    # for |l| > 2.4e38 (a legal logit) and turn the row's sum into NaN
+    sum_c1 = tl.sum(_exp2_ftz((c - _safe(max_c1)) * LOG2E, FAST_EXP2), 0)
+    sum_ct = tl.sum(_exp2_ftz(tl.fma(c, inv_t, -_safe(max_ct)) * LOG2E, FAST_EXP2), 0)
+    sum_ut = tl.sum(_exp2_ftz(tl.fma(u, inv_t, -_safe(max_ut)) * LOG2E, FAST_EXP2), 0)
     out = part_ptr + row * NC + chunk
     tl.store(out, max_c1)
     tl.store(out + part_stride, sum_c1)
@@ -301,126 +301,182 @@ def _pick_chunk(mass, chunk, NC, u):
 
 
 @triton.jit
+def _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD: tl.constexpr):
+    """The row's statistics from its chunks' partials, combined in chunk order, and its
+    bad-input flags (bits as FLAG_* in mix_sample_ref; NaN / +inf in l_c make a chunk's T = 1
+    sum NaN): (max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags)."""
+    NEG_INF: tl.constexpr = -float("inf")
+    chunk = tl.arange(0, NC_PAD)
+    valid = chunk < NC
+    part = part_ptr + row * NC + chunk
+    sum_c1_j = tl.load(part + part_stride, mask=valid, other=0.0)
+    bad_u = tl.sum(tl.load(part + 6 * part_stride, mask=valid, other=0.0), 0)
+    max_c1, sum_c1 = _combine(tl.load(part, mask=valid, other=NEG_INF), sum_c1_j)
+    max_ct, sum_ct = _combine(tl.load(part + 2 * part_stride, mask=valid, other=NEG_INF),
+                              tl.load(part + 3 * part_stride, mask=valid, other=0.0))
+    max_ut, sum_ut = _combine(tl.load(part + 4 * part_stride, mask=valid, other=NEG_INF),
+                              tl.load(part + 5 * part_stride, mask=valid, other=0.0))
+    flags = tl.where(tl.sum((sum_c1_j != sum_c1_j).to(tl.int32), 0) > 0, _C_NONFINITE, 0)
+    flags |= tl.where(bad_u > 0.0, _U_NONFINITE, 0)
+    flags |= tl.where(max_c1 == NEG_INF, _C_EMPTY, 0)
+    flags |= tl.where(use_u & ~contrast & (max_ut == NEG_INF), _U_EMPTY, 0)
+    return max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags
+
+
+@triton.jit
+def _unfiltered(temp, top_k, top_p, V, contrast):
+    """Rows the one-chunk draw serves: sampled mix rows without top-k / top-p."""
+    return (~contrast) & (temp != 0.0) & ((top_k <= 0) | (top_k >= V)) & (top_p >= 1.0)
+
+
+@triton.jit
+def _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                  tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr):
+    c_token = tl.load(c_row + token).to(tl.float32)
+    tl.store(flags_ptr + row, flags)
+    tl.store(tokens_ptr + row, token.to(tl.int64))
+    tl.store(logprobs_ptr + row, tl.log(p_token) - tl.log(kept_mass))
+    tl.store(cond_ptr + row, c_token - (max_c1 + tl.log(sum_c1)))
+
+
+@triton.jit
+def _one_chunk_kernel(
+    c_ptr, u_ptr, stride_c, stride_u,
+    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
+    part_ptr, part_stride,
+    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
+    V, NC,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
+    EMULATE_FMA: tl.constexpr,
+):
+    """Rows without filters (launch 2 of 3): the chunk masses follow from the partials; the row
+    draws its chunk and reads only that one. Other rows do nothing here."""
+    row = tl.program_id(0).to(tl.int64)
+    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
+    if _unfiltered(temp, tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, contrast):
+        NEG_INF: tl.constexpr = -float("inf")
+        c_row = c_ptr + row * stride_c
+        u_row = u_ptr + row * stride_u
+        max_c1, sum_c1, max_c, sum_ct, max_ut, sum_ut, flags = _row_statistics(
+            part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
+        scale_c = (1.0 - weight) / sum_ct
+        scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
+        max_u = tl.where(use_u, max_ut, 0.0)
+        chunk = tl.arange(0, NC_PAD)
+        valid = chunk < NC
+        part = part_ptr + row * NC + chunk
+        max_ct_j = tl.load(part + 2 * part_stride, mask=valid, other=NEG_INF)
+        max_ut_j = tl.load(part + 4 * part_stride, mask=valid, other=NEG_INF)
+        mass_j = tl.where(valid & (max_ct_j != NEG_INF), scale_c * tl.exp(max_ct_j - max_c) *
+                          tl.load(part + 3 * part_stride, mask=valid, other=0.0), 0.0)
+        mass_j += tl.where(valid & (max_ut_j != NEG_INF), scale_u * tl.exp(max_ut_j - max_u) *
+                           tl.load(part + 5 * part_stride, mask=valid, other=0.0), 0.0)
+        seed = tl.load(seed_ptr + row)
+        step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
+        picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
+        # the plausibility cut is unused in mix rows: cut = 0
+        _, _, token, p_token = _draw_chunk(c_row, u_row, V, tl.where(use_u, V, 0), picked * CHUNK, 0, True, seed,
+                                           step_hi, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, 0.0,
+                                           contrast, HAS_CONTRAST, CHUNK, EMULATE_FMA)
+        _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                      tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
+
+
+@triton.jit
 def _mix_sample_kernel(
     c_ptr, u_ptr, stride_c, stride_u,
     weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr, log_beta_ptr,
-    part_ptr, part_stride, scratch_ptr, scratch_index_ptr,
+    part_ptr, part_stride,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_SEARCH: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
     NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
+    """Every other row (launch 3 of 3): greedy, top-k / top-p, contrast. Rows without
+    filters do nothing here."""
     row = tl.program_id(0).to(tl.int64)
+    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
+    top_k = tl.load(top_k_ptr + row)
+    top_p = tl.load(top_p_ptr + row)
+    # Rows without filters were served by _one_chunk_kernel: here their loops run no
+    # iteration and nothing is stored (no top-level branch around the body: wrapped in
+    # one, ptxas spilled and the draw loop lost its do-while form).
+    skip = _unfiltered(temp, top_k, top_p, V, contrast)
+    v_row = tl.where(skip, 0, V)
+    NEG_INF: tl.constexpr = -float("inf")
     c_row = c_ptr + row * stride_c
     u_row = u_ptr + row * stride_u
-    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     greedy = temp == 0.0
     # Rows that do not use the unconditional path never load it: its load bound is 0.
     u_len = tl.where(use_u, V, 0)
-    NEG_INF: tl.constexpr = -float("inf")
-
-    # ---- the row's statistics from its chunks' partials, in chunk order ------------------
-    chunk = tl.arange(0, NC_PAD)
-    valid = chunk < NC
-    part = part_ptr + row * NC + chunk
-    max_c1_j = tl.load(part, mask=valid, other=NEG_INF)
-    sum_c1_j = tl.load(part + part_stride, mask=valid, other=0.0)
-    max_ct_j = tl.load(part + 2 * part_stride, mask=valid, other=NEG_INF)
-    sum_ct_j = tl.load(part + 3 * part_stride, mask=valid, other=0.0)
-    max_ut_j = tl.load(part + 4 * part_stride, mask=valid, other=NEG_INF)
-    sum_ut_j = tl.load(part + 5 * part_stride, mask=valid, other=0.0)
-    bad_u = tl.sum(tl.load(part + 6 * part_stride, mask=valid, other=0.0), 0)
-    max_c1, sum_c1 = _combine(max_c1_j, sum_c1_j)
-    max_ct, sum_ct = _combine(max_ct_j, sum_ct_j)
-    max_ut, sum_ut = _combine(max_ut_j, sum_ut_j)
-    # bits as FLAG_* in mix_sample_ref; NaN / +inf in l_c make a chunk's T = 1 sum NaN
-    flags = tl.where(tl.sum((sum_c1_j != sum_c1_j).to(tl.int32), 0) > 0, _C_NONFINITE, 0)
-    flags |= tl.where(bad_u > 0.0, _U_NONFINITE, 0)
-    flags |= tl.where(max_c1 == NEG_INF, _C_EMPTY, 0)
-    flags |= tl.where(use_u & ~contrast & (max_ut == NEG_INF), _U_EMPTY, 0)
-    log_beta = tl.load(log_beta_ptr + row)
-    cut = max_c1 + log_beta
+    max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags = _row_statistics(
+        part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
+    cut = max_c1 + tl.load(log_beta_ptr + row)
     # mix rows: p = (1-h)/Z_c exp(l_c/T - max) + h/Z_u exp(l_u/T - max)
     scale_c = (1.0 - weight) / sum_ct
     max_c = max_ct
     scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
     max_u = tl.where(use_u, max_ut, 0.0)
+    if contrast:
+        # contrast logits over the plausible tokens; needs max l_c first, hence its own pass
+        max_zt = NEG_INF
+        sum_zt = 0.0
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            in_row = offs < V
+            c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
+            u = tl.load(u_row + offs, mask=offs < u_len, other=0.0).to(tl.float32)
+            flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, _U_NONFINITE, 0)
+            kept = c >= cut
+            neg_inf_kept = use_u & (tl.sum((kept & (u == NEG_INF)).to(tl.int32), 0) > 0)
+            flags |= tl.where(neg_inf_kept, _U_NEG_INF_KEPT, 0)
+            z = _contrast_logits(c, u, weight, use_u)
+            max_zt, sum_zt = _online_update(max_zt, sum_zt, tl.where(kept, z * inv_t, NEG_INF))
+        scale_c = 1.0 / sum_zt
+        max_c = max_zt
+        scale_u = 0.0
+        max_u = 0.0
 
-    top_k = tl.load(top_k_ptr + row)
-    top_p = tl.load(top_p_ptr + row)
-    use_k = (top_k > 0) & (top_k < V)
+    # ---- top-k, then top-p on the renormalised rest ---------------------------------
+    # p <= scale_c + scale_u (every exp term is <= 1): an upper bracket for the search.
+    hi = (scale_c + scale_u).to(tl.int32, bitcast=True) + 1
+    tau = hi * 0  # bit pattern of 0.0: keep everything
+    if (top_k > 0) & (top_k < V):
+        tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k, top_k * 0.0,
+                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
+                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
+    if top_p < 1.0:
+        tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k * 0, top_p,
+                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
+                                HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
+
+    # ---- the draw: each chunk's kept mass and race winner, then the chunk -----------
     seed = tl.load(seed_ptr + row)
     step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
-    pick_u = _chunk_uniform(seed, step_hi)
-    if (~contrast) & (~greedy) & (~use_k) & (top_p >= 1.0):
-        # ---- no filter: the chunk masses follow from the partials; read one chunk -------
-        mass_j = tl.where(valid & (max_ct_j != NEG_INF), scale_c * sum_ct_j * tl.exp(max_ct_j - max_c), 0.0)
-        mass_j += tl.where(valid & (max_ut_j != NEG_INF), scale_u * sum_ut_j * tl.exp(max_ut_j - max_u), 0.0)
-        picked, kept_mass = _pick_chunk(mass_j, chunk, NC, pick_u)
-        _, _, token, p_token = _draw_chunk(c_row, u_row, V, u_len, picked * CHUNK, 0, True, seed, step_hi,
-                                           inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-                                           HAS_CONTRAST, CHUNK, EMULATE_FMA)
-    else:
-        if contrast:
-            # contrast logits over the plausible tokens; needs max l_c first, hence its own pass
-            max_zt = NEG_INF
-            sum_zt = 0.0
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK)
-                in_row = offs < V
-                c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
-                u = tl.load(u_row + offs, mask=offs < u_len, other=0.0).to(tl.float32)
-                flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, _U_NONFINITE, 0)
-                kept = c >= cut
-                neg_inf_kept = use_u & (tl.sum((kept & (u == NEG_INF)).to(tl.int32), 0) > 0)
-                flags |= tl.where(neg_inf_kept, _U_NEG_INF_KEPT, 0)
-                z = _contrast_logits(c, u, weight, use_u)
-                max_zt, sum_zt = _online_update(max_zt, sum_zt, tl.where(kept, z * inv_t, NEG_INF))
-            scale_c = 1.0 / sum_zt
-            max_c = max_zt
-            scale_u = 0.0
-            max_u = 0.0
-
-        # ---- top-k, then top-p on the renormalised rest ---------------------------------
-        # p <= scale_c + scale_u (every exp term is <= 1): an upper bracket for the search.
-        hi = (scale_c + scale_u).to(tl.int32, bitcast=True) + 1
-        tau = hi * 0  # bit pattern of 0.0: keep everything
-        if use_k:
-            tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k, top_k * 0.0,
-                                    inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-                                    HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
-        if top_p < 1.0:
-            tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k * 0, top_p,
-                                    inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-                                    HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
-
-        # ---- the draw: each chunk's kept mass and race winner, then the chunk -----------
-        scratch = scratch_ptr + row * NC
-        scratch_index = scratch_index_ptr + row * NC
-        for start in range(0, V, CHUNK):
-            mass, best, index, p_best = _draw_chunk(c_row, u_row, V, u_len, start, tau, ~greedy, seed, step_hi,
-                                                    inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
-                                                    contrast, HAS_CONTRAST, CHUNK, EMULATE_FMA)
-            j = start // CHUNK
-            tl.store(scratch + j, mass)
-            tl.store(scratch + part_stride + j, best)
-            tl.store(scratch + 2 * part_stride + j, p_best)
-            tl.store(scratch_index + j, index)
-        tl.debug_barrier()  # the chunk records above, written by other threads, are read below
-        mass_j = tl.load(scratch + chunk, mask=valid, other=0.0)
-        best_j = tl.load(scratch + part_stride + chunk, mask=valid, other=-2.0)
-        picked, kept_mass = _pick_chunk(mass_j, chunk, NC, pick_u)
-        if greedy:  # the chunk holding argmax p (the first on ties)
-            picked = tl.min(tl.where(best_j == tl.max(best_j, 0), chunk, NC_PAD), 0)
-        token = tl.load(scratch_index + picked)
-        p_token = tl.load(scratch + 2 * part_stride + picked)
-    tl.store(flags_ptr + row, flags)
-
-    c_token = tl.load(c_row + token).to(tl.float32)
-    tl.store(tokens_ptr + row, token.to(tl.int64))
-    tl.store(logprobs_ptr + row, tl.log(p_token) - tl.log(kept_mass))
-    tl.store(cond_ptr + row, c_token - (max_c1 + tl.log(sum_c1)))
+    # per-chunk records in [NC_PAD] vectors (one element per thread): no scratch memory
+    chunk = tl.arange(0, NC_PAD)
+    mass_j = tl.zeros([NC_PAD], dtype=tl.float32)
+    best_j = tl.full([NC_PAD], -2.0, dtype=tl.float32)
+    p_j = tl.zeros([NC_PAD], dtype=tl.float32)
+    index_j = tl.zeros([NC_PAD], dtype=tl.int32)
+    for start in range(0, v_row, CHUNK):
+        mass, best, index, p_best = _draw_chunk(c_row, u_row, V, u_len, start, tau, ~greedy, seed, step_hi,
+                                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
+                                                contrast, HAS_CONTRAST, CHUNK, EMULATE_FMA)
+        here = chunk == start // CHUNK
+        mass_j = tl.where(here, mass, mass_j)
+        best_j = tl.where(here, best, best_j)
+        p_j = tl.where(here, p_best, p_j)
+        index_j = tl.where(here, index, index_j)
+    picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
+    if greedy:  # the chunk holding argmax p (the first on ties)
+        picked = tl.min(tl.where(best_j == tl.max(best_j, 0), chunk, NC_PAD), 0)
+    token = tl.sum(tl.where(chunk == picked, index_j, 0), 0)
+    p_token = tl.sum(tl.where(chunk == picked, p_j, 0.0), 0)
+    if ~skip:
+        _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                      tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
 
 
 def _block_sizes(vocab: int) -> tuple[int, int, int]:
@@ -452,8 +508,6 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     flags = torch.empty(batch, dtype=torch.int32, device=device)
     chunks = triton.cdiv(vocab, CHUNK)
     partials = torch.empty(7, batch, chunks, dtype=torch.float32, device=device)
-    scratch = torch.empty(3, batch, chunks, dtype=torch.float32, device=device)
-    scratch_index = torch.empty(batch, chunks, dtype=torch.int32, device=device)
     has_u = logits_u is not None
     u = logits_u if has_u else logits_c
     contrast = contrast.to(torch.int8)
@@ -463,14 +517,24 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, FAST_EXP2=not triton_interpreting(),
         num_warps=STATS_NUM_WARPS,
     )
+    nc_pad = max(triton.next_power_of_2(chunks), 2)
+    _one_chunk_kernel[(batch,)](
+        logits_c, u, logits_c.stride(0), u.stride(0),
+        weight_u, temperature, top_k, top_p, seeds, steps, contrast,
+        partials, batch * chunks,
+        tokens, logprobs, cond, flags,
+        vocab, chunks,
+        HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, EMULATE_FMA=emulate_fma,
+        num_warps=num_warps,
+    )
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
         weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
-        partials, batch * chunks, scratch, scratch_index,
+        partials, batch * chunks,
         tokens, logprobs, cond, flags,
         vocab, chunks,
         HAS_U=has_u, HAS_CONTRAST=has_contrast,
-        BLOCK=block, BLOCK_SEARCH=block_search, CHUNK=CHUNK, NC_PAD=max(triton.next_power_of_2(chunks), 2),
+        BLOCK=block, BLOCK_SEARCH=block_search, CHUNK=CHUNK, NC_PAD=nc_pad,
         NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, EMULATE_FMA=emulate_fma, num_warps=num_warps,
         **({} if GPU_MAXNREG is None or triton_interpreting() else {"maxnreg": GPU_MAXNREG}),
     )
@@ -504,7 +568,8 @@ def build_cases():
         return call
 
     return [LaunchCase(f"mix_sample {mode} B={b} V={v} {dtype}", launch(b, v, dtype, mode),
-                       {"_mix_sample_kernel": DESIGN_CTAS_PER_SM, "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM},
+                       {"_mix_sample_kernel": DESIGN_CTAS_PER_SM, "_one_chunk_kernel": DESIGN_CTAS_PER_SM,
+                        "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM},
                        dict(op="mix_sample", batch=b, vocab=v, dtype=dtype, mode=mode))
             for dtype in DTYPES for mode in ("mix", "cond", "contrast") for v in vocabularies()
             for b in SAMPLE_BATCHES]
