@@ -38,13 +38,16 @@ from judgefree.kernels.mix_sample_ref import (
 
 NUM_PIVOTS = 16
 # GPU launch configuration: the contrast pass moves 2048-token blocks (the draw and the
-# statistics work on CHUNK = 2048 tokens), the search works on
-# [NUM_PIVOTS, 512] tiles, 4 warps. Built for sm_90a (bench/kernel_report.py) this is the
-# setting with 0 spill bytes in every build and >= 3 CTAs per SM; 4096 / 1024 / 8 warps
-# spilled 60 B (bf16) or ran 1 CTA per SM (150-163 registers), and 512-wide search tiles
-# with 8 warps cost 1.5x the search's instructions per token.
-GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 2048, 512, 4
-GPU_MAXNREG = None  # a register cap for the per-row kernel (None: ptxas decides)
+# statistics work on CHUNK = 2048 tokens), the search works on [NUM_PIVOTS, 256] tiles, 4
+# warps, and the per-row kernel may use 255 registers (2 CTAs per SM, its design). Built for
+# sm_90a (bench/kernel_report.py): with 512-wide search tiles ptxas capped the per-row kernel
+# at 128-168 registers and spilled 4-24 B in 9 of 18 builds, and still spilled (16 B) when
+# allowed 255; 256-wide tiles at 255 registers spill nothing in any build, at ~1.5x the
+# search's instructions per token (6.0 -> ~9.5 warp-instructions). Earlier: 4096 / 1024 /
+# 8 warps spilled 60 B (bf16) or ran 1 CTA per SM, and 512-wide search tiles with 8 warps
+# cost 1.5x the search's instructions per token.
+GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 2048, 256, 4
+GPU_MAXNREG = 255  # the per-row kernel's register cap (ptxas' own choice spilled)
 STATS_NUM_WARPS = 4  # the statistics kernel: one CHUNK per program, 16 tokens per thread
 MAX_SEARCH_PASSES = 40  # a safety cap: a valid row needs at most ceil(31 / log2(NUM_PIVOTS)) passes
 # The bad-input flag bits, as compile-time constants the kernel can read.
