@@ -45,9 +45,9 @@ def baseline_mix_sample(logits_c, logits_u, h, top_p: float, generator=None):
 def run(device: torch.device, rounds: int = 3, smoke: bool = False) -> list[str]:
     gpu = device.type == "cuda"
     batches, vocabs, dtype = ((1, 64, 256), (32000, 152064), torch.bfloat16) if gpu else ((1, 8), (32000,), torch.float32)
-    backend = "auto"
+    backend, repeats = "auto", 20
     if smoke:  # the kernels under the interpreter: 3 chunks of the draw, one of them partial
-        batches, vocabs, rounds, backend = (2,), (4133,), 1, "triton"
+        batches, vocabs, rounds, backend, repeats = (2,), (4133,), 1, "triton", 2
     copy_gbs = copy_bandwidth_gbs(device, 1024 if gpu else 256)
     lines = [
         f"# mix_sample on {device_name(device)}",
@@ -83,8 +83,8 @@ def run(device: torch.device, rounds: int = 3, smoke: bool = False) -> list[str]
 
                 times = {"ours": [], "base": []}
                 for _ in range(rounds):  # interleaved: drift hits both alike
-                    times["ours"].append(time_us(ours, device))
-                    times["base"].append(time_us(base, device))
+                    times["ours"].append(time_us(ours, device, repeats=repeats))
+                    times["base"].append(time_us(base, device, repeats=repeats))
                 ours_us, base_us = statistics.median(times["ours"]), statistics.median(times["base"])
                 gbs = 2 * c.numel() * c.element_size() / (ours_us * 1e-6) / 1e9
 

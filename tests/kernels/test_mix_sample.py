@@ -572,3 +572,19 @@ def test_several_chunks_do_not_depend_on_the_batch(top_p, fresh_seed, device):
     assert torch.equal(part.tokens, full.tokens[order])
     assert torch.equal(part.logprobs, full.logprobs[order])
     assert torch.equal(part.cond_logprobs, full.cond_logprobs[order])
+
+
+def test_the_benchmark_runs_the_kernels_under_the_interpreter():
+    """bench/mix_sample.py --smoke: the script's kernel path on a multi-chunk vocabulary, its
+    tokens checked against the CPU path's inside run() (a mismatch raises)."""
+    import pathlib
+    import sys
+
+    bench = str(pathlib.Path(__file__).resolve().parents[2] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        import mix_sample as bench_mix_sample  # bench/mix_sample.py
+    finally:
+        sys.path.remove(bench)
+    lines = bench_mix_sample.run(torch.device("cpu"), smoke=True)
+    assert sum(line.startswith("| 2 | 4133 |") for line in lines) == 2
