@@ -1,22 +1,24 @@
-"""Triton kernels for ``mix_sample``: a grid over (rows, vocabulary chunks), then one program per row.
+"""Triton kernels for ``mix_sample``: a grid over (rows, vocabulary chunks), then per row; three launches.
 
 Launch 1, ``_chunk_stats_kernel`` (grid B x ceil(V / CHUNK)): each program reads one chunk of
 both paths once and writes its partial max / sum-exp of l_c / T, l_c (for ``cond_logprobs``)
 and l_u / T, and whether l_u holds NaN / +inf there. Its chunk is fixed by V alone, so every
 row's reduction order, and with it every token, is independent of the batch.
 
-Launch 2, ``_mix_sample_kernel`` (grid B): combines the row's partials in a fixed order (the
-bad-input flags follow from them), then
-  - rows without top-k / top-p (sampled mix rows): the chunk masses follow from the partials;
-    the row draws its chunk (one Philox word, a cumulative sum over chunks) and reads only
-    that chunk for the token: an exponential race argmax_i p_i / E_i (E_i = -log u_i, u from
-    Philox keyed by (seed, step, i // 4), four tokens per call). One pass over the logits;
-  - other rows: contrast mode's pass over the plausible tokens; only when top-k / top-p are
-    active, an exact threshold search on the fp32 bit pattern of p (monotone for p >= 0),
-    NUM_PIVOTS candidate thresholds per pass, the bracket then shrunk to the data range of the
-    chosen bucket (at most ~8 passes, usually 2-4); then one draw pass that records each
-    chunk's kept mass and race winner in scratch and picks the chunk as above (greedy rows:
-    the chunk holding argmax p).
+Launch 2, ``_one_chunk_kernel`` (grid B): sampled mix rows without top-k / top-p. The row's
+statistics from its partials (combined in chunk order; the bad-input flags follow from
+them), the chunk masses from the partials, the chunk draw (one Philox word, a cumulative sum
+over chunks), then only that chunk is read for the token: an exponential race
+argmax_i p_i / E_i (E_i = -log u_i, u from Philox keyed by (seed, step, i // 4), four tokens
+per call). One pass over the logits in all.
+
+Launch 3, ``_mix_sample_kernel`` (grid B): every other row (launch 2's rows run no loop
+iteration and store nothing here). Contrast mode's pass over the plausible tokens; only when
+top-k / top-p are active, an exact threshold search on the fp32 bit pattern of p (monotone
+for p >= 0), NUM_PIVOTS candidate thresholds per pass, the bracket then shrunk to the data
+range of the chosen bucket (at most ~8 passes, usually 2-4); then one draw pass that keeps
+each chunk's kept mass and race winner in registers and picks the chunk as above (greedy
+rows: the chunk holding argmax p).
 Semantics: docs/mix_sample.md and the reference in mix_sample_ref.py.
 """
 
