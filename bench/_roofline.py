@@ -10,7 +10,11 @@ them is printed with the table (``assumptions()``).
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import math
+import textwrap
 from dataclasses import dataclass
 
 
@@ -27,6 +31,7 @@ class GPUModel:
     flops: float  # dense bf16 tensor-core FLOP/s, measured (H100) / assumed equal (H200)
     hbm_latency: float  # s, loaded
     l2_latency: float  # s
+    launch: float = 1.5e-6  # s, the fixed cost of one dependent kernel launch (assumed; see assumptions())
 
 
 # H100 SXM and H200 share the GH100 die: 132 SMs, 50 MB L2, the same clocks; they differ in HBM.
@@ -53,6 +58,9 @@ def assumptions() -> list[str]:
         "Data reuse: a re-read hits L2 when the data in use by the resident CTAs fits in L2, otherwise it is "
         "counted again from HBM.",
         f"mix_sample: {SEARCH_PASSES} threshold-search passes with top-p, none without; top-k off.",
+        f"Launches: each kernel launch adds a fixed {g.launch * 1e6:.1f} us to its bound (assumed: the gap between "
+        "dependent kernels plus the first wave's ramp; nearer 1 us inside a CUDA graph, 3-5 us for eager launches "
+        "from Python). A multi-kernel op pays it once per launch.",
     ]
 
 
@@ -80,6 +88,7 @@ class Work:
             "flop": self.flops / gpu.flops,
             "issue": self.warp_instructions / (active_sms * gpu.ipc * gpu.clock),
             "latency": self.hbm_bytes * gpu.hbm_latency / in_flight + l2_only * gpu.l2_latency / in_flight,
+            "launch": gpu.launch,  # fixed, added to the launch's largest time (not a competing bound)
         }
 
 
@@ -113,33 +122,90 @@ def _case(record: dict, **shape) -> dict:
 
 # -- mix_sample -------------------------------------------------------------------------------
 
-def mix_sample(record: dict, batch: int, vocab: int, dtype_bytes: int, paths: int, top_p: bool,
-               contrast: bool = False) -> Work:
-    """One program per row; each pass re-reads the row's logits (both paths)."""
-    passes = 2 + int(contrast) + (SEARCH_PASSES if top_p else 0)
+def _top_level_ifs(record: dict) -> dict[str, range]:
+    """Source lines (of the kernel's file) of each top-level ``if`` body of the kernel, by the
+    text of its test."""
+    fn = getattr(importlib.import_module(record["module"]), record["kernel"]).fn
+    lines, first = inspect.getsourcelines(fn)
+    out = {}
+    for node in ast.parse(textwrap.dedent("".join(lines))).body[0].body:
+        if isinstance(node, ast.If):
+            out[ast.unparse(node.test)] = range(node.body[0].lineno + first - 1, node.body[-1].end_lineno + first)
+    return out
+
+
+def _straight_line(record: dict, skipped: set[str]) -> int:
+    """Instructions outside loops that a row executes: all but those on the lines of the
+    top-level ``if`` bodies it skips (by test text; needs the build's ``outside_lines``, else
+    all are counted)."""
+    if "outside_lines" not in record:
+        return record["outside_loops"]
+    bodies = [lines for test, lines in _top_level_ifs(record).items() if test in skipped]
+    return record["outside_loops"] - sum(n for line, n in record["outside_lines"].items()
+                                         if line.isdigit() and any(int(line) in body for body in bodies))
+
+
+def _row_launch(record: dict, batch: int, instructions: float, unmodelled: int, hbm: float, l2: float,
+                in_flight: float) -> Work:
+    return Work(record["kernel"], batch, _resident(record, batch), hbm, l2, 0.0, instructions, in_flight, unmodelled)
+
+
+# the per-row kernels' top-level branches (test text) a row without filters / with top-p skips
+_FULL_SKIPPED = {False: {"contrast", "(top_k > 0) & (top_k < V)", "greedy"},
+                 True: {"contrast", "(top_k > 0) & (top_k < V)", "top_p < 1.0", "greedy", "~skip"}}
+
+
+def mix_sample(stats: dict, one_chunk: dict, record: dict, batch: int, vocab: int, dtype_bytes: int, paths: int,
+               top_p: bool, chunk: int = 2048) -> list[Work]:
+    """Three launches: the chunk statistics (one program per (row, chunk), straight-line code,
+    every logit read once), the one-chunk draw (rows without filters: their partials and one
+    chunk) and the per-row kernel (the rest: SEARCH_PASSES search passes and a draw pass over
+    the row; re-reads hit L2 when the batch's logits fit in it). A row runs only the
+    straight-line code of the branches it takes (``_straight_line``)."""
     row_bytes = vocab * dtype_bytes * paths
-    resident = _resident(record, batch)
-    hbm = batch * row_bytes * (1 if resident * row_bytes <= H100.l2_bytes else passes)
+    chunks = math.ceil(vocab / chunk)
+    programs = batch * chunks
+    resident = _resident(stats, programs)
+    partials = programs * 7 * 4
+    stats_instructions, stats_unmodelled = _issue(stats, [None] * len(stats["loops"]), programs)
+    # no loop: every program issues its chunk's loads up front (16 tokens x paths per thread)
+    launches = [Work(stats["kernel"], programs, resident, batch * row_bytes + partials, batch * row_bytes, 0.0,
+                     stats_instructions, resident * chunk * dtype_bytes * paths, stats_unmodelled)]
+    drawn = batch * chunk * dtype_bytes * paths  # the drawn chunk (just read by launch 1: counted anyway)
+    skipped = set() if not top_p else {next(iter(_top_level_ifs(one_chunk)), "")}
+    instructions, unmodelled = _issue(dict(one_chunk, outside_loops=_straight_line(one_chunk, skipped)),
+                                      [None] * len(one_chunk["loops"]), batch)
+    launches.append(_row_launch(one_chunk, batch, instructions, unmodelled,
+                                0.0 if top_p else partials + drawn, 0.0 if top_p else partials + drawn,
+                                _resident(one_chunk, batch) * chunk * dtype_bytes * paths))
     # The search is inlined once per call (top-k, then top-p): its loops come in call order. The
     # call is named by the inlined-at line where the compiler gives one (Triton 3.8), else the
     # last call is taken to be top-p's (source order).
-    search = [i for i, lp in enumerate(record["loops"]) if lp["function"] == "_threshold_search"]
-    named = [i for i in search if "top_p" in (record["loops"][i]["call_line"] or "")]
-    top_p_loops = set(named) if any(record["loops"][i]["call_line"] for i in search) else set(search[len(search) // 2:])
+    loops = record["loops"]
+    search = [i for i, lp in enumerate(loops) if lp["function"] == "_threshold_search"]
+    named = [i for i in search if "top_p" in (loops[i]["call_line"] or "")]
+    top_p_loops = set(named) if any(loops[i]["call_line"] for i in search) else set(search[len(search) // 2:])
+    draw = [i for i, lp in enumerate(loops) if lp["function"] == record["kernel"] and lp["step"] == chunk]
     iterations = []
-    for i, loop in enumerate(record["loops"]):
+    for i, loop in enumerate(loops):
+        per_row = 1 if loop["step"] is None else math.ceil(vocab / loop["step"])
         if loop["function"] == "_threshold_search":
-            per_pass = 1 if loop["step"] is None else math.ceil(vocab / loop["step"])
-            iterations.append(batch * SEARCH_PASSES * per_pass if top_p and i in top_p_loops else 0)
-        elif loop["step"]:
-            iterations.append(batch * math.ceil(vocab / loop["step"]))
+            iterations.append(batch * SEARCH_PASSES * per_row if top_p and i in top_p_loops else 0)
+        elif i in draw:
+            iterations.append(batch * per_row if top_p else 0)
+        elif loop["step"]:  # the contrast pass: no contrast row here
+            iterations.append(0)
         else:
             iterations.append(None)
-    instructions, unmodelled = _issue(record, iterations, batch)
-    hot = max(record["loops"], key=lambda lp: _loop_bytes(lp, record["num_warps"]), default=None)
-    in_flight = resident * (_loop_bytes(hot, record["num_warps"]) if hot else 0)
-    return Work(record["kernel"], batch, resident, hbm, batch * row_bytes * passes, 0.0, instructions, in_flight,
-                unmodelled)
+    instructions, unmodelled = _issue(dict(record, outside_loops=_straight_line(record, _FULL_SKIPPED[not top_p])),
+                                      iterations, batch)
+    passes = SEARCH_PASSES + 1 if top_p else 0
+    rereads = batch * row_bytes * passes
+    hbm = (rereads if batch * row_bytes > H100.l2_bytes else 0.0) + (partials if top_p else 0.0)
+    hot = max(loops, key=lambda lp: _loop_bytes(lp, record["num_warps"]), default=None)
+    in_flight = _resident(record, batch) * (_loop_bytes(hot, record["num_warps"]) if hot else 0)
+    launches.append(_row_launch(record, batch, instructions, unmodelled, hbm, rereads, in_flight))
+    return launches
 
 
 # -- linear_logprobs --------------------------------------------------------------------------

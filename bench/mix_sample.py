@@ -2,6 +2,7 @@
 the same run.
 
     python bench/mix_sample.py [--out bench/results/mix_sample_h100.md]
+    python bench/mix_sample.py --smoke     # CPU: the Triton kernels under the interpreter, tiny shapes
 
 The baseline is what one writes without the kernel: two softmaxes, the mix, a sort-based
 top-p, torch.multinomial and two gathers for the log-probs. On a GPU: bf16 logits,
@@ -10,7 +11,9 @@ threshold search runs) and no filter, called as the engine calls it (per-row ten
 validate=False); GB/s = bytes of logits read once (both paths) / time, shown as a fraction
 of the measured copy bandwidth; the two methods alternate over 3 rounds (median, min-max).
 On the CPU the same table runs small with our CPU path (the PyTorch reference: it sorts too,
-so expect no speed-up there); the Triton kernel runs in the interpreter there and is not timed.
+so expect no speed-up there). ``--smoke`` runs the Triton kernels themselves under the
+interpreter on a multi-chunk vocabulary (times meaningless) and checks their tokens against
+the CPU path's: the script's GPU code path, exercised without a GPU.
 """
 
 from __future__ import annotations
@@ -39,9 +42,12 @@ def baseline_mix_sample(logits_c, logits_u, h, top_p: float, generator=None):
     return tokens[:, 0], logprobs[:, 0], cond[:, 0]
 
 
-def run(device: torch.device, rounds: int = 3) -> list[str]:
+def run(device: torch.device, rounds: int = 3, smoke: bool = False) -> list[str]:
     gpu = device.type == "cuda"
     batches, vocabs, dtype = ((1, 64, 256), (32000, 152064), torch.bfloat16) if gpu else ((1, 8), (32000,), torch.float32)
+    backend, repeats = "auto", 20
+    if smoke:  # the kernels under the interpreter: 3 chunks of the draw, one of them partial
+        batches, vocabs, rounds, backend, repeats = (2,), (4133,), 1, "triton", 2
     copy_gbs = copy_bandwidth_gbs(device, 1024 if gpu else 256)
     lines = [
         f"# mix_sample on {device_name(device)}",
@@ -65,17 +71,20 @@ def run(device: torch.device, rounds: int = 3) -> list[str]:
             for top_p in (0.9, 1.0):
                 top_p_rows = torch.full((batch,), top_p, device=device)
 
-                def ours():
+                def ours(backend=backend):
                     return mix_sample(c, u, h, temperature=temperature, top_k=top_k, top_p=top_p_rows, seeds=seeds,
-                                      step=steps, validate=False)
+                                      step=steps, validate=False, backend=backend)
+
+                if smoke and not torch.equal(ours().tokens, ours("torch").tokens):
+                    raise RuntimeError(f"the kernels' tokens differ from the CPU path's at B={batch} V={vocab}")
 
                 def base():
                     return baseline_mix_sample(c, u, h, top_p)
 
                 times = {"ours": [], "base": []}
                 for _ in range(rounds):  # interleaved: drift hits both alike
-                    times["ours"].append(time_us(ours, device))
-                    times["base"].append(time_us(base, device))
+                    times["ours"].append(time_us(ours, device, repeats=repeats))
+                    times["base"].append(time_us(base, device, repeats=repeats))
                 ours_us, base_us = statistics.median(times["ours"]), statistics.median(times["base"])
                 gbs = 2 * c.numel() * c.element_size() / (ours_us * 1e-6) / 1e9
 
@@ -85,7 +94,10 @@ def run(device: torch.device, rounds: int = 3) -> list[str]:
                 lines.append(f"| {batch} | {vocab} | {top_p} | {cell(times['ours'])} | {gbs:.4g} "
                              f"| {gbs / copy_gbs:.0%} | {cell(times['base'])} | {base_us / ours_us:.2f}x |")
                 print(lines[-1], flush=True)
-    if not gpu:
+    if smoke:
+        lines.append("\nSmoke run: 'ours' is the Triton kernels under the interpreter (tokens checked against "
+                     "the CPU path); the times mean nothing.")
+    elif not gpu:
         lines.append("\nCPU: 'ours' is the PyTorch reference (the CPU path), not the Triton kernel.")
     return lines
 
@@ -94,8 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="CPU: run the Triton kernels under the interpreter, "
+                        "tiny shapes, tokens checked against the CPU path")
     args = parser.parse_args()
-    lines = run(torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.rounds)
+    if args.smoke:
+        os.environ["TRITON_INTERPRET"] = "1"  # before the kernels' module is first imported (lazily)
+    lines = run(torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu"), args.rounds,
+                args.smoke)
     print("\n".join(lines))
     if args.out:
         write_atomic(args.out, "\n".join(lines) + "\n")

@@ -7,7 +7,8 @@ version is too slow or too large for the CPU path, ``X_torch.py`` (the PyTorch p
 where Triton does not; tested against ``X_ref`` too). The CPU path is ``X_torch`` when it
 exists, else ``X_ref``.
 
-- ``mix_sample``: two-path mix + top-k/top-p + exact draw in one kernel launch.
+- ``mix_sample``: two-path mix + top-k/top-p + exact draw (a rows x chunks statistics grid,
+  then per row; rows without filters read one chunk of the logits a second time, not all).
 - ``linear_logprobs``: per-token log p(target) from hidden states and the lm_head without
   materialising the [tokens, vocab] logits (DPO).
 - ``store_kv`` / ``paged_decode_attention`` / ``paged_prefill_attention`` (checked) and

@@ -3,9 +3,9 @@
 ``nvdisasm -c -gi`` prints every instruction with its address and, from the line info Triton
 emits, the source line and the chain of inlined calls that led to it. A loop is a backward
 predicated branch (``@P BRA`` to a lower address; Triton's loops compile to do-while form):
-its body is the address range from the branch target to the branch. Unconditional backward
-branches are not loops here: they return from the out-of-line divergence stubs
-(``BRA.DIV`` fallbacks) placed after the kernel's code. Innermost loops are the hot loops.
+its body is the address range from the branch target to the branch. An unconditional backward
+branch before the kernel's last EXIT closes a loop left in while form; the ones after it
+return from the out-of-line divergence stubs (``BRA.DIV`` fallbacks): not loops. Innermost loops are the hot loops.
 
 For each loop, the back edge's line is the ``for`` / ``while`` of the source; its ``range``
 step is resolved through the inlined calls to the kernel's constexprs, so the report can say
@@ -100,10 +100,14 @@ class Loop:
 
 
 def find_loops(instructions: list[Instruction]) -> list[Loop]:
+    # A loop LLVM left in while form (test at the top) closes with an unconditional backward
+    # branch; inside the kernel's code (before its last EXIT) that is a loop too. After the
+    # last EXIT come the divergence stubs and the padding self-loop: never loops.
+    last_exit = max((ins.address for ins in instructions if ins.opcode.startswith("EXIT")), default=-1)
     by_start: dict[int, Loop] = {}
     for ins in instructions:
-        if (ins.opcode == "BRA" and ins.predicated and isinstance(ins.target, int)
-                and ins.target <= ins.address):
+        if (ins.opcode == "BRA" and isinstance(ins.target, int) and ins.target <= ins.address
+                and (ins.predicated or ins.target < ins.address < last_exit)):
             loop = by_start.get(ins.target)
             if loop is None or ins.address > loop.end:
                 by_start[ins.target] = Loop(ins.target, ins.address, ins)
@@ -276,5 +280,12 @@ def summarise(instructions: list[Instruction], kernel, constexprs: dict, num_war
         described.append(dict(info, depth=loop.depth, inner=loop.inner, instructions=len(body), own_instructions=own,
                               warp_instructions=len(body) * num_warps, per_element=per_element,
                               forward_branches=forward, **count(body)))
+    # Outside the loops, by the kernel's own source line (the outermost inlined frame): a model
+    # can then count only the branch a kind of row takes (bench/_roofline.py, mix_sample).
+    outside_lines: dict[str, int] = {}
+    for ins in instructions:
+        if ins.address not in in_loop:
+            line = str(ins.frames[-1][1]) if ins.frames else "?"
+            outside_lines[line] = outside_lines.get(line, 0) + 1
     return dict(instructions=len(instructions), outside_loops=len(instructions) - len(in_loop),
-                loops=described, **count(instructions))
+                outside_lines=outside_lines, loops=described, **count(instructions))

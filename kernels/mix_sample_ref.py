@@ -11,7 +11,11 @@ import math
 
 import torch
 
-from judgefree.kernels.philox import uniform_noise
+from judgefree.kernels.philox import chunk_uniform, uniform_noise
+
+# Sampled rows draw in two steps: a vocabulary chunk of CHUNK tokens by its kept mass, then a
+# token inside it. A constant, so a row's token never depends on the batch it sits in.
+CHUNK = 2048
 
 # Per-row bad-input flags; the Triton kernel sets the same bits.
 FLAG_C_NONFINITE = 1  # NaN or +inf in logits_c
@@ -124,17 +128,38 @@ def final_distribution(logits_c, logits_u, h, temperature, top_k, top_p, *, mode
     return p / p.sum(-1, keepdim=True)
 
 
+def draw_chunk(p: torch.Tensor, keep: torch.Tensor, seeds: torch.Tensor, step) -> torch.Tensor:
+    """int64 [B]: the chunk each sampled row draws from. Chunk j (tokens j*CHUNK ..) has the
+    kept mass M_j; with u from ``chunk_uniform`` the row takes the first j whose cumulative
+    mass exceeds u * sum(M) (never a chunk of zero mass). Exact: P(j) = M_j / sum(M)."""
+    batch, vocab = p.shape
+    chunks = -(-vocab // CHUNK)
+    kept = torch.zeros(batch, chunks * CHUNK, dtype=torch.float64, device=p.device)
+    kept[:, :vocab] = torch.where(keep, p, 0.0).double()
+    mass = kept.reshape(batch, chunks, CHUNK).sum(-1)
+    target = chunk_uniform(seeds, step).to(p.device).double() * mass.sum(-1)
+    chosen = (mass.cumsum(-1) <= target[:, None]).sum(-1)
+    index = torch.arange(chunks, device=p.device)
+    last = torch.where(mass > 0, index, 0).max(-1).values
+    return torch.minimum(chosen, last)
+
+
 def mix_sample_reference(logits_c, logits_u, h, temperature, top_k, top_p, seeds, step, *,
                          mode="mix", alpha=None, beta=0.1):
     """(tokens int64 [B], logprobs fp32 [B], cond_logprobs fp32 [B]); per-row parameters
-    (``step`` too, or an int) are tensors [B]. Sampled rows take argmax p_i / E_i with E_i = -log(u_i) (an exponential
-    race: exact sampling without a sort), greedy rows argmax p_i (first index on ties)."""
+    (``step`` too, or an int) are tensors [B]. Sampled rows draw a chunk by its kept mass
+    (``draw_chunk``), then take argmax p_i / E_i over its kept tokens with E_i = -log(u_i)
+    (an exponential race: an exact sample without a sort); greedy rows take argmax p_i
+    (first index on ties)."""
     p = unfiltered_probs(logits_c, logits_u, h, temperature, mode=mode, alpha=alpha, beta=beta)
     keep = filter_mask(p, top_k, top_p)
     key = p
-    if bool((temperature > 0).any()):
+    sampled = temperature > 0
+    if bool(sampled.any()):
         exp_noise = -torch.log(uniform_noise(seeds, step, p.shape[-1]))
-        key = torch.where((temperature > 0)[:, None], p / exp_noise, p)
+        chunk = draw_chunk(p, keep, seeds, step)
+        in_chunk = torch.arange(p.shape[-1], device=p.device)[None, :] // CHUNK == chunk[:, None]
+        key = torch.where(sampled[:, None], torch.where(in_chunk, p / exp_noise, -1.0), p)
     tokens = torch.where(keep, key, -1.0).argmax(-1)
     kept_mass = torch.where(keep, p, 0.0).sum(-1)
     p_token = p.gather(1, tokens[:, None]).squeeze(1)

@@ -1,15 +1,24 @@
-"""Triton kernel for ``mix_sample``: one program per row, one launch per call.
+"""Triton kernels for ``mix_sample``: a grid over (rows, vocabulary chunks), then per row; three launches.
 
-Passes over the row (each re-reads the logits; nothing [B, V] is written):
-  1. statistics: online max / sum-exp of each path (and of l_c at temperature 1 for
-     ``cond_logprobs``), plus bad-input flags; contrast mode adds a pass for the contrast
-     logits restricted to the plausible tokens;
-  2. only when top-k / top-p are active: an exact threshold search on the fp32 bit pattern
-     of p (monotone for p >= 0), NUM_PIVOTS candidate thresholds per pass, the bracket then
-     shrunk to the data range of the chosen bucket (at most ~8 passes, usually 2-4);
-  3. the draw: an exponential race argmax_i p_i / E_i (E_i = -log u_i, u from Philox keyed
-     by (seed, step, i // 4), four tokens per call) over the kept tokens, which is an exact sample without a sort, and
-     the kept mass for the returned log-probability.
+Launch 1, ``_chunk_stats_kernel`` (grid B x ceil(V / CHUNK)): each program reads one chunk of
+both paths once and writes its partial max / sum-exp of l_c / T, l_c (for ``cond_logprobs``)
+and l_u / T, and whether l_u holds NaN / +inf there. Its chunk is fixed by V alone, so every
+row's reduction order, and with it every token, is independent of the batch.
+
+Launch 2, ``_one_chunk_kernel`` (grid B): sampled mix rows without top-k / top-p. The row's
+statistics from its partials (combined in chunk order; the bad-input flags follow from
+them), the chunk masses from the partials, the chunk draw (one Philox word, a cumulative sum
+over chunks), then only that chunk is read for the token: an exponential race
+argmax_i p_i / E_i (E_i = -log u_i, u from Philox keyed by (seed, step, i // 4), four tokens
+per call). One pass over the logits in all.
+
+Launch 3, ``_mix_sample_kernel`` (grid B): every other row (launch 2's rows run no loop
+iteration and store nothing here). Contrast mode's pass over the plausible tokens; only when
+top-k / top-p are active, an exact threshold search on the fp32 bit pattern of p (monotone
+for p >= 0), NUM_PIVOTS candidate thresholds per pass, the bracket then shrunk to the data
+range of the chosen bucket (at most ~8 passes, usually 2-4); then one draw pass that keeps
+each chunk's kept mass and race winner in registers and picks the chunk as above (greedy
+rows: the chunk holding argmax p).
 Semantics: docs/mix_sample.md and the reference in mix_sample_ref.py.
 """
 
@@ -21,6 +30,7 @@ import triton.language as tl
 
 from judgefree.kernels._backend import triton_interpreting
 from judgefree.kernels.mix_sample_ref import (
+    CHUNK,
     FLAG_C_EMPTY,
     FLAG_C_NONFINITE,
     FLAG_U_EMPTY,
@@ -29,12 +39,18 @@ from judgefree.kernels.mix_sample_ref import (
 )
 
 NUM_PIVOTS = 16
-# GPU launch configuration: streaming passes move 2048-token blocks, the search works on
-# [NUM_PIVOTS, 512] tiles, 4 warps. Built for sm_90a (bench/kernel_report.py) this is the
-# setting with 0 spill bytes in every build and >= 3 CTAs per SM; 4096 / 1024 / 8 warps
-# spilled 60 B (bf16) or ran 1 CTA per SM (150-163 registers), and 512-wide search tiles
-# with 8 warps cost 1.5x the search's instructions per token.
-GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 2048, 512, 4
+# GPU launch configuration: the contrast pass moves 2048-token blocks (the draw and the
+# statistics work on CHUNK = 2048 tokens), the search works on [NUM_PIVOTS, 256] tiles, 4
+# warps, and the per-row kernel may use 255 registers (2 CTAs per SM, its design). Built for
+# sm_90a (bench/kernel_report.py): with 512-wide search tiles ptxas capped the per-row kernel
+# at 128-168 registers and spilled 4-24 B in 9 of 18 builds, and still spilled (16 B) when
+# allowed 255; 256-wide tiles at 255 registers spill nothing in any build, at ~1.5x the
+# search's instructions per token (6.0 -> ~9.5 warp-instructions). Earlier: 4096 / 1024 /
+# 8 warps spilled 60 B (bf16) or ran 1 CTA per SM, and 512-wide search tiles with 8 warps
+# cost 1.5x the search's instructions per token.
+GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS = 2048, 256, 4
+GPU_MAXNREG = 255  # the per-row kernel's register cap (ptxas' own choice spilled)
+STATS_NUM_WARPS = 4  # the statistics kernel: one CHUNK per program, 16 tokens per thread
 MAX_SEARCH_PASSES = 40  # a safety cap: a valid row needs at most ceil(31 / log2(NUM_PIVOTS)) passes
 # The bad-input flag bits, as compile-time constants the kernel can read.
 _C_NONFINITE = tl.constexpr(FLAG_C_NONFINITE)
@@ -167,22 +183,19 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
 
 
 @triton.jit
-def _mix_sample_kernel(
-    c_ptr, u_ptr, stride_c, stride_u,
-    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr, log_beta_ptr,
-    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
-    V,
-    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_SEARCH: tl.constexpr, NUM_PIVOTS: tl.constexpr,
-    MAX_PASSES: tl.constexpr, EMULATE_FMA: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    c_row = c_ptr + row * stride_c
-    u_row = u_ptr + row * stride_u
+def _chunk_uniform(seed, step_hi):
+    """The row's chunk draw, bit-identical to ``philox.chunk_uniform``: word 0 of Philox at
+    counter (0xFFFFFFFF, step), which no token's noise uses."""
+    w0, _, _, _ = tl.randint4x(seed, step_hi | 4294967295)
+    return ((w0.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+
+
+@triton.jit
+def _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr):
+    """(weight, temperature, 1/T, use_u, contrast) of a row; T = 0 (greedy) counts as 1."""
     weight = tl.load(weight_ptr + row)  # h (mix rows) or alpha (contrast rows)
     temp = tl.load(temp_ptr + row)
-    greedy = temp == 0.0
-    inv_t = 1.0 / tl.where(greedy, 1.0, temp)
+    inv_t = 1.0 / tl.where(temp == 0.0, 1.0, temp)
     if HAS_U:
         use_u = weight > 0.0
     else:
@@ -191,35 +204,221 @@ def _mix_sample_kernel(
         contrast = tl.load(contrast_ptr + row) != 0
     else:
         contrast = weight > float("inf")  # never true: no contrast row in this launch
-    # Rows that do not use the unconditional path never load it: its load bound is 0. The
-    # first pass reads it only for mix rows (contrast rows need max l_c first).
-    u_len = tl.where(use_u, V, 0)
-    u_len_mix = tl.where(contrast, 0, u_len)
-    NEG_INF: tl.constexpr = -float("inf")
+    return weight, temp, inv_t, use_u, contrast
 
-    # ---- pass 1: per-path statistics and bad-input flags (bits as FLAG_* in mix_sample_ref)
-    max_ct = NEG_INF  # l_c / T
-    sum_ct = 0.0
-    max_c1 = NEG_INF  # l_c at T = 1 (cond_logprobs, plausibility cut)
-    sum_c1 = 0.0
-    max_ut = NEG_INF
-    sum_ut = 0.0
-    flags = 0
-    for start in range(0, V, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        in_row = offs < V
-        c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
-        flags |= tl.where(tl.sum(((c != c) | (c == float("inf"))).to(tl.int32), 0) > 0, _C_NONFINITE, 0)
-        max_ct, sum_ct = _online_update(max_ct, sum_ct, c * inv_t)
-        max_c1, sum_c1 = _online_update(max_c1, sum_c1, c)
-        u = tl.load(u_row + offs, mask=offs < u_len_mix, other=NEG_INF).to(tl.float32)
-        flags |= tl.where(tl.sum(((u != u) | (u == float("inf"))).to(tl.int32), 0) > 0, _U_NONFINITE, 0)
-        max_ut, sum_ut = _online_update(max_ut, sum_ut, u * inv_t)
+
+@triton.jit
+def _safe(m):
+    return tl.where(m == -float("inf"), 0.0, m)
+
+
+@triton.jit
+def _exp2_ftz(x, FAST: tl.constexpr):
+    """2^x for the statistics' sums: on the GPU one MUFU.EX2 (ftz: results below 2^-126 are
+    0, which no sum holding its max's 2^0 can notice); tl.exp2 adds a denormal range fix of
+    three instructions per call. The interpreter (no inline asm) takes tl.exp2."""
+    if FAST:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    return tl.exp2(x)
+
+
+@triton.jit
+def _chunk_stats_kernel(
+    c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, contrast_ptr, part_ptr, part_stride,
+    V, NC,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, FAST_EXP2: tl.constexpr,
+):
+    """Partial statistics of one (row, chunk): max and sum-exp of l_c at T = 1 and of l_c / T
+    and l_u / T, and whether l_u holds NaN / +inf, at part_ptr[q * part_stride + row * NC + chunk]
+    for quantity q = 0..6. The maxima of the scaled logits are max(l) * (1/T): rounding is
+    monotone, so that is exactly the max of the rounded l * (1/T), without a third reduction.
+    A NaN or +inf in l_c shows as a NaN sum (exp(NaN), or inf - inf), and a NaN in l_u is
+    counted as +inf in its max: no extra reduction for the flags."""
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
+    u_len = tl.where(use_u & ~contrast, V, 0)  # contrast rows read l_u in their own pass
+    offs = chunk * CHUNK + tl.arange(0, CHUNK)
+    NEG_INF: tl.constexpr = -float("inf")
+    LOG2E: tl.constexpr = 1.4426950408889634
+    c = tl.load(c_ptr + row * stride_c + offs, mask=offs < V, other=NEG_INF).to(tl.float32)
+    u = tl.load(u_ptr + row * stride_u + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
+    max_c1 = tl.max(c, 0)
+    max_ct = max_c1 * inv_t
+    max_u1 = tl.max(tl.where(u != u, float("inf"), u), 0)
+    max_ut = max_u1 * inv_t
+    # exp(x - m) as 2^((x - m) log2e), the difference taken first: l * log2e would overflow
+    # for |l| > 2.4e38 (a legal logit) and turn the row's sum into NaN
+    sum_c1 = tl.sum(_exp2_ftz((c - _safe(max_c1)) * LOG2E, FAST_EXP2), 0)
+    sum_ct = tl.sum(_exp2_ftz(tl.fma(c, inv_t, -_safe(max_ct)) * LOG2E, FAST_EXP2), 0)
+    sum_ut = tl.sum(_exp2_ftz(tl.fma(u, inv_t, -_safe(max_ut)) * LOG2E, FAST_EXP2), 0)
+    out = part_ptr + row * NC + chunk
+    tl.store(out, max_c1)
+    tl.store(out + part_stride, sum_c1)
+    tl.store(out + 2 * part_stride, max_ct)
+    tl.store(out + 3 * part_stride, sum_ct)
+    tl.store(out + 4 * part_stride, max_ut)
+    tl.store(out + 5 * part_stride, sum_ut)
+    tl.store(out + 6 * part_stride, (max_u1 == float("inf")).to(tl.float32))
+
+
+@triton.jit
+def _combine(m, s):
+    """Row (max, sum) from chunk partials; a -inf chunk adds nothing."""
+    top = tl.max(m, 0)
+    return top, tl.sum(tl.where(m == -float("inf"), 0.0, s * tl.exp(m - _safe(top))), 0)
+
+
+@triton.jit
+def _draw_chunk(c_row, u_row, V, u_len, start, tau, sampled, seed, step_hi,
+                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
+                HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, EMULATE_FMA: tl.constexpr):
+    """One chunk of the draw: (kept mass, best key, its token, its p). The key is p / E_i for
+    sampled rows (the exponential race), p for greedy rows; kept: p >= tau (bits) and p > 0."""
+    local = tl.arange(0, CHUNK)
+    offs = start + local
+    in_row = offs < V
+    c = tl.load(c_row + offs, mask=in_row, other=-float("inf")).to(tl.float32)
+    u = tl.load(u_row + offs, mask=offs < u_len, other=-float("inf")).to(tl.float32)
+    p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST,
+               EMULATE_FMA)
+    keep = in_row & (p.to(tl.int32, bitcast=True) >= tau) & (p > 0.0)
+    mass = tl.sum(tl.where(keep, p, 0.0), 0)
+    key = p
+    if sampled:
+        key = p / -tl.log(_uniform_noise(seed, step_hi, start, CHUNK))
+    key = tl.where(keep, key, -1.0)
+    best = tl.max(key, 0)
+    arg = tl.argmax(key, 0)  # first index on ties
+    return mass, best, start + arg, tl.sum(tl.where(local == arg, p, 0.0), 0)
+
+
+@triton.jit
+def _pick_chunk(mass, chunk, NC, u):
+    """First chunk whose cumulative mass exceeds u * total, never one of zero mass."""
+    valid = chunk < NC
+    mass = tl.where(valid, mass, 0.0)
+    total = tl.sum(mass, 0)
+    below = valid & (tl.cumsum(mass, 0) <= u * total)
+    last = tl.max(tl.where(mass > 0.0, chunk, 0), 0)
+    return tl.minimum(tl.sum(below.to(tl.int32), 0), last), total
+
+
+@triton.jit
+def _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD: tl.constexpr):
+    """The row's statistics from its chunks' partials, combined in chunk order, and its
+    bad-input flags (bits as FLAG_* in mix_sample_ref; NaN / +inf in l_c make a chunk's T = 1
+    sum NaN): (max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags)."""
+    NEG_INF: tl.constexpr = -float("inf")
+    chunk = tl.arange(0, NC_PAD)
+    valid = chunk < NC
+    part = part_ptr + row * NC + chunk
+    sum_c1_j = tl.load(part + part_stride, mask=valid, other=0.0)
+    bad_u = tl.sum(tl.load(part + 6 * part_stride, mask=valid, other=0.0), 0)
+    max_c1, sum_c1 = _combine(tl.load(part, mask=valid, other=NEG_INF), sum_c1_j)
+    max_ct, sum_ct = _combine(tl.load(part + 2 * part_stride, mask=valid, other=NEG_INF),
+                              tl.load(part + 3 * part_stride, mask=valid, other=0.0))
+    max_ut, sum_ut = _combine(tl.load(part + 4 * part_stride, mask=valid, other=NEG_INF),
+                              tl.load(part + 5 * part_stride, mask=valid, other=0.0))
+    flags = tl.where(tl.sum((sum_c1_j != sum_c1_j).to(tl.int32), 0) > 0, _C_NONFINITE, 0)
+    flags |= tl.where(bad_u > 0.0, _U_NONFINITE, 0)
     flags |= tl.where(max_c1 == NEG_INF, _C_EMPTY, 0)
-    log_beta = tl.load(log_beta_ptr + row)
-    cut = max_c1 + log_beta
-    # mix rows: p = (1-h)/Z_c exp(l_c/T - max) + h/Z_u exp(l_u/T - max)
     flags |= tl.where(use_u & ~contrast & (max_ut == NEG_INF), _U_EMPTY, 0)
+    return max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags
+
+
+@triton.jit
+def _unfiltered(temp, top_k, top_p, V, contrast):
+    """Rows the one-chunk draw serves: sampled mix rows without top-k / top-p."""
+    return (~contrast) & (temp != 0.0) & ((top_k <= 0) | (top_k >= V)) & (top_p >= 1.0)
+
+
+@triton.jit
+def _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                  tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr):
+    c_token = tl.load(c_row + token).to(tl.float32)
+    tl.store(flags_ptr + row, flags)
+    tl.store(tokens_ptr + row, token.to(tl.int64))
+    tl.store(logprobs_ptr + row, tl.log(p_token) - tl.log(kept_mass))
+    tl.store(cond_ptr + row, c_token - (max_c1 + tl.log(sum_c1)))
+
+
+@triton.jit
+def _one_chunk_kernel(
+    c_ptr, u_ptr, stride_c, stride_u,
+    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
+    part_ptr, part_stride,
+    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
+    V, NC,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
+    EMULATE_FMA: tl.constexpr,
+):
+    """Rows without filters (launch 2 of 3): the chunk masses follow from the partials; the row
+    draws its chunk and reads only that one. Other rows do nothing here."""
+    row = tl.program_id(0).to(tl.int64)
+    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
+    if _unfiltered(temp, tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, contrast):
+        NEG_INF: tl.constexpr = -float("inf")
+        c_row = c_ptr + row * stride_c
+        u_row = u_ptr + row * stride_u
+        max_c1, sum_c1, max_c, sum_ct, max_ut, sum_ut, flags = _row_statistics(
+            part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
+        scale_c = (1.0 - weight) / sum_ct
+        scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
+        max_u = tl.where(use_u, max_ut, 0.0)
+        chunk = tl.arange(0, NC_PAD)
+        valid = chunk < NC
+        part = part_ptr + row * NC + chunk
+        max_ct_j = tl.load(part + 2 * part_stride, mask=valid, other=NEG_INF)
+        max_ut_j = tl.load(part + 4 * part_stride, mask=valid, other=NEG_INF)
+        mass_j = tl.where(valid & (max_ct_j != NEG_INF), scale_c * tl.exp(max_ct_j - max_c) *
+                          tl.load(part + 3 * part_stride, mask=valid, other=0.0), 0.0)
+        mass_j += tl.where(valid & (max_ut_j != NEG_INF), scale_u * tl.exp(max_ut_j - max_u) *
+                           tl.load(part + 5 * part_stride, mask=valid, other=0.0), 0.0)
+        seed = tl.load(seed_ptr + row)
+        step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
+        picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
+        # the plausibility cut is unused in mix rows: cut = 0
+        _, _, token, p_token = _draw_chunk(c_row, u_row, V, tl.where(use_u, V, 0), picked * CHUNK, 0, True, seed,
+                                           step_hi, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, 0.0,
+                                           contrast, HAS_CONTRAST, CHUNK, EMULATE_FMA)
+        _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                      tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
+
+
+@triton.jit
+def _mix_sample_kernel(
+    c_ptr, u_ptr, stride_c, stride_u,
+    weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr, log_beta_ptr,
+    part_ptr, part_stride,
+    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
+    V, NC,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_SEARCH: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
+    NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr, EMULATE_FMA: tl.constexpr,
+):
+    """Every other row (launch 3 of 3): greedy, top-k / top-p, contrast. Rows without
+    filters do nothing here."""
+    row = tl.program_id(0).to(tl.int64)
+    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
+    top_k = tl.load(top_k_ptr + row)
+    top_p = tl.load(top_p_ptr + row)
+    # Rows without filters were served by _one_chunk_kernel: here their loops run no
+    # iteration and nothing is stored (no top-level branch around the body: wrapped in
+    # one, ptxas spilled and the draw loop lost its do-while form).
+    skip = _unfiltered(temp, top_k, top_p, V, contrast)
+    v_row = tl.where(skip, 0, V)
+    NEG_INF: tl.constexpr = -float("inf")
+    c_row = c_ptr + row * stride_c
+    u_row = u_ptr + row * stride_u
+    greedy = temp == 0.0
+    # Rows that do not use the unconditional path never load it: its load bound is 0.
+    u_len = tl.where(use_u, V, 0)
+    max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags = _row_statistics(
+        part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
+    cut = max_c1 + tl.load(log_beta_ptr + row)
+    # mix rows: p = (1-h)/Z_c exp(l_c/T - max) + h/Z_u exp(l_u/T - max)
     scale_c = (1.0 - weight) / sum_ct
     max_c = max_ct
     scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
@@ -243,60 +442,52 @@ def _mix_sample_kernel(
         max_c = max_zt
         scale_u = 0.0
         max_u = 0.0
-    tl.store(flags_ptr + row, flags)
 
-    # ---- pass 2: top-k, then top-p on the renormalised rest ----------------------------
+    # ---- top-k, then top-p on the renormalised rest ---------------------------------
     # p <= scale_c + scale_u (every exp term is <= 1): an upper bracket for the search.
     hi = (scale_c + scale_u).to(tl.int32, bitcast=True) + 1
     tau = hi * 0  # bit pattern of 0.0: keep everything
-    top_k = tl.load(top_k_ptr + row)
     if (top_k > 0) & (top_k < V):
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k, top_k * 0.0,
                                 inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
                                 HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
-    top_p = tl.load(top_p_ptr + row)
     if top_p < 1.0:
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k * 0, top_p,
                                 inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
                                 HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
 
-    # ---- pass 3: the draw over the kept tokens -----------------------------------------
+    # ---- the draw: each chunk's kept mass and race winner, then the chunk -----------
     seed = tl.load(seed_ptr + row)
     step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
-    best_key = -1.0
-    best_index = 0
-    best_p = 0.0
-    kept_mass = 0.0
-    for start in range(0, V, BLOCK):
-        local = tl.arange(0, BLOCK)
-        offs = start + local
-        in_row = offs < V
-        c = tl.load(c_row + offs, mask=in_row, other=NEG_INF).to(tl.float32)
-        u = tl.load(u_row + offs, mask=offs < u_len, other=NEG_INF).to(tl.float32)
-        p = _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast, HAS_CONTRAST,
-                      EMULATE_FMA)
-        keep = in_row & (p.to(tl.int32, bitcast=True) >= tau) & (p > 0.0)
-        kept_mass += tl.sum(tl.where(keep, p, 0.0), 0)
-        key = p
-        if temp != 0.0:
-            key = p / -tl.log(_uniform_noise(seed, step_hi, start, BLOCK))
-        key = tl.where(keep, key, -1.0)
-        block_best = tl.max(key, 0)
-        block_arg = tl.argmax(key, 0)
-        better = block_best > best_key  # strict: the earliest block wins ties
-        best_key = tl.where(better, block_best, best_key)
-        best_index = tl.where(better, start + block_arg, best_index)
-        best_p = tl.where(better, tl.sum(tl.where(local == block_arg, p, 0.0), 0), best_p)
-
-    c_token = tl.load(c_row + best_index).to(tl.float32)
-    tl.store(tokens_ptr + row, best_index.to(tl.int64))
-    tl.store(logprobs_ptr + row, tl.log(best_p) - tl.log(kept_mass))
-    tl.store(cond_ptr + row, c_token - (max_c1 + tl.log(sum_c1)))
+    # per-chunk records in [NC_PAD] vectors (one element per thread): no scratch memory
+    chunk = tl.arange(0, NC_PAD)
+    mass_j = tl.zeros([NC_PAD], dtype=tl.float32)
+    best_j = tl.full([NC_PAD], -2.0, dtype=tl.float32)
+    p_j = tl.zeros([NC_PAD], dtype=tl.float32)
+    index_j = tl.zeros([NC_PAD], dtype=tl.int32)
+    for start in range(0, v_row, CHUNK):
+        mass, best, index, p_best = _draw_chunk(c_row, u_row, V, u_len, start, tau, ~greedy, seed, step_hi,
+                                                inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut,
+                                                contrast, HAS_CONTRAST, CHUNK, EMULATE_FMA)
+        here = chunk == start // CHUNK
+        mass_j = tl.where(here, mass, mass_j)
+        best_j = tl.where(here, best, best_j)
+        p_j = tl.where(here, p_best, p_j)
+        index_j = tl.where(here, index, index_j)
+    picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
+    if greedy:  # the chunk holding argmax p (the first on ties)
+        picked = tl.min(tl.where(best_j == tl.max(best_j, 0), chunk, NC_PAD), 0)
+    token = tl.sum(tl.where(chunk == picked, index_j, 0), 0)
+    p_token = tl.sum(tl.where(chunk == picked, p_j, 0.0), 0)
+    if ~skip:
+        _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                      tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
 
 
 def _block_sizes(vocab: int) -> tuple[int, int, int]:
     """(streaming block, search block, num_warps). The interpreter's cost grows with the
-    number of block iterations, so it gets whole-row blocks."""
+    number of block iterations, so it gets whole-row blocks (the draw and the statistics
+    always work on CHUNK tokens: that is the semantics)."""
     if triton_interpreting():
         block = min(max(triton.next_power_of_2(vocab), 4), 65536)  # >= 4: one Philox call, one lane
         return block, block, 4
@@ -305,9 +496,9 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
 
 def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
                       *, has_contrast: bool, emulate_fma: bool = False):
-    """Launch the kernel; per-row parameters (steps: int32, contrast: bool, log_beta: fp32)
-    are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the host)
-    whether any row contrasts, so that a launch without contrast rows compiles the lean
+    """Launch the two kernels; per-row parameters (steps: int32, contrast: bool, log_beta:
+    fp32) are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the
+    host) whether any row contrasts, so that a launch without contrast rows compiles the lean
     mix-only kernel. ``emulate_fma`` (interpreter tests only) rounds each fused multiply-add
     once from float64, the GPU's arithmetic. Returns (tokens, logprobs, cond_logprobs, flags)."""
     batch, vocab = logits_c.shape
@@ -320,24 +511,46 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     logprobs = torch.empty(batch, dtype=torch.float32, device=device)
     cond = torch.empty(batch, dtype=torch.float32, device=device)
     flags = torch.empty(batch, dtype=torch.int32, device=device)
+    chunks = triton.cdiv(vocab, CHUNK)
+    partials = torch.empty(7, batch, chunks, dtype=torch.float32, device=device)
     has_u = logits_u is not None
     u = logits_u if has_u else logits_c
+    contrast = contrast.to(torch.int8)
     block, block_search, num_warps = _block_sizes(vocab)
+    _chunk_stats_kernel[(batch, chunks)](
+        logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, contrast, partials, batch * chunks,
+        vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, FAST_EXP2=not triton_interpreting(),
+        num_warps=STATS_NUM_WARPS,
+    )
+    nc_pad = max(triton.next_power_of_2(chunks), 2)
+    _one_chunk_kernel[(batch,)](
+        logits_c, u, logits_c.stride(0), u.stride(0),
+        weight_u, temperature, top_k, top_p, seeds, steps, contrast,
+        partials, batch * chunks,
+        tokens, logprobs, cond, flags,
+        vocab, chunks,
+        HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, EMULATE_FMA=emulate_fma,
+        num_warps=num_warps,
+    )
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
-        weight_u, temperature, top_k, top_p, seeds, steps, contrast.to(torch.int8), log_beta,
+        weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
+        partials, batch * chunks,
         tokens, logprobs, cond, flags,
-        vocab,
+        vocab, chunks,
         HAS_U=has_u, HAS_CONTRAST=has_contrast,
-        BLOCK=block, BLOCK_SEARCH=block_search, NUM_PIVOTS=NUM_PIVOTS,
-        MAX_PASSES=MAX_SEARCH_PASSES, EMULATE_FMA=emulate_fma, num_warps=num_warps,
+        BLOCK=block, BLOCK_SEARCH=block_search, CHUNK=CHUNK, NC_PAD=nc_pad,
+        NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, EMULATE_FMA=emulate_fma, num_warps=num_warps,
+        **({} if GPU_MAXNREG is None or triton_interpreting() else {"maxnreg": GPU_MAXNREG}),
     )
     return tokens, logprobs, cond, flags
 
 
 # CTAs per SM the launch configuration is designed for: 256 rows (128 responses, two paths)
-# over 132 SMs are one wave only with two rows in flight per SM.
+# over 132 SMs are one wave only with two rows in flight per SM. The statistics kernel's
+# programs are short (one chunk each): four per SM keep 4 x 16 KB of loads in flight.
 DESIGN_CTAS_PER_SM = 2
+STATS_DESIGN_CTAS_PER_SM = 4
 
 
 def build_cases():
@@ -360,7 +573,8 @@ def build_cases():
         return call
 
     return [LaunchCase(f"mix_sample {mode} B={b} V={v} {dtype}", launch(b, v, dtype, mode),
-                       {"_mix_sample_kernel": DESIGN_CTAS_PER_SM},
+                       {"_mix_sample_kernel": DESIGN_CTAS_PER_SM, "_one_chunk_kernel": DESIGN_CTAS_PER_SM,
+                        "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM},
                        dict(op="mix_sample", batch=b, vocab=v, dtype=dtype, mode=mode))
             for dtype in DTYPES for mode in ("mix", "cond", "contrast") for v in vocabularies()
             for b in SAMPLE_BATCHES]

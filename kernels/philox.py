@@ -98,3 +98,18 @@ def uniform_noise(seeds: torch.Tensor, step: int | torch.Tensor, vocab_size: int
     words = philox_uint32(seeds.to(torch.int64)[:, None], quads[None, :], steps)
     bits = words.reshape(seeds.shape[0], -1)[:, :vocab_size]
     return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
+
+
+CHUNK_PICK_COUNTER = 0xFFFFFFFF  # counter word 0 of the chunk draw: above every token quad (i // 4 < 2**30)
+
+
+def chunk_uniform(seeds: torch.Tensor, step: int | torch.Tensor) -> torch.Tensor:
+    """[B] float32 uniforms in (0, 1): the draw that picks a row's vocabulary chunk.
+
+    Word 0 of Philox at counter (0xFFFFFFFF, step) under key seeds[b], mapped like the
+    token noise; no token uses that counter, so it is independent of every token's noise.
+    """
+    steps = torch.as_tensor(step, dtype=torch.int64, device=seeds.device).expand(seeds.shape[0])
+    lo = torch.full_like(steps, CHUNK_PICK_COUNTER)
+    bits = philox_uint32(seeds.to(torch.int64), lo, steps)[:, 0]
+    return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)

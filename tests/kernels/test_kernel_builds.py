@@ -168,7 +168,8 @@ def test_a_config_that_spills_fails_the_checks():
     from judgefree.kernels._build import build_in_subprocess
 
     module = "judgefree.kernels.mix_sample_triton"
-    records = build_in_subprocess([90], case_filter="mix_sample mix B=64 V=32000 bfloat16", overrides={
+    records = build_in_subprocess([90], case_filter="mix_sample mix B=64 V=32000 bfloat16", kernels=["_mix_sample_kernel"],
+                                  overrides={
         f"{module}.GPU_BLOCK": 8192, f"{module}.GPU_BLOCK_SEARCH": 2048, f"{module}.GPU_NUM_WARPS": 8})
     assert len(records) == 1 and records[0]["num_warps"] == 8
     assert records[0]["spill_stores"] > 0 and records[0]["spill_loads"] > 0

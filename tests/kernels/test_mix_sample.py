@@ -15,9 +15,9 @@ import triton.language as tl
 from scipy.stats import chisquare
 
 from judgefree.kernels.mix_sample import mix_sample
-from judgefree.kernels.mix_sample_ref import final_distribution
-from judgefree.kernels.mix_sample_triton import _uniform_noise
-from judgefree.kernels.philox import uniform_noise
+from judgefree.kernels.mix_sample_ref import CHUNK, final_distribution
+from judgefree.kernels.mix_sample_triton import _chunk_uniform, _uniform_noise
+from judgefree.kernels.philox import chunk_uniform, uniform_noise
 
 LOGPROB_TOL = 2e-5
 
@@ -444,3 +444,147 @@ def test_bad_input_names_the_argument_and_row(backend):
         mix_sample(c, u, 0.5, seeds=seeds, step=-1, backend=backend)
     with pytest.raises(ValueError, match="step must lie in.*row 2"):
         mix_sample(c, u, 0.5, seeds=seeds, step=torch.tensor([0, 3, -2]), backend=backend)
+
+
+# ---- vocabularies of several draw chunks (issue 13: grid over rows x chunks) ---------------
+
+def test_chunk_uniform_is_bit_identical_in_the_kernel():
+    """The chunk draw's uniform, read out of the kernel helper, equals philox.chunk_uniform
+    bit for bit, and differs from every token's noise word (its counter is reserved)."""
+    seeds = torch.tensor([0, 1, 12345678901234, -5, 2**63 - 1], dtype=torch.int64)
+    steps = torch.tensor([0, 7, 2**31 - 1, 3, 1], dtype=torch.int32)
+    out = torch.empty(5)
+    _read_chunk_uniform[(5,)](seeds, steps, out)
+    expected = chunk_uniform(seeds, steps.long())
+    assert torch.equal(out, expected)
+    assert (expected > 0).all() and (expected < 1).all()
+    assert not torch.equal(expected, chunk_uniform(seeds, steps.long() + 1))
+
+
+@triton.jit
+def _read_chunk_uniform(seed_ptr, step_ptr, out_ptr):
+    row = tl.program_id(0)
+    step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
+    tl.store(out_ptr + row, _chunk_uniform(tl.load(seed_ptr + row), step_hi))
+
+
+MULTI_CHUNK = {
+    "sample": dict(),  # no filter: the draw reads one chunk
+    "cold_sample": dict(temperature=0.7),
+    "greedy": dict(temperature=0.0),
+    "top_p": dict(top_p=0.9),
+    "top_k": dict(top_k=3),
+}
+
+
+@pytest.mark.parametrize("config", list(MULTI_CHUNK))
+def test_several_chunks_match_the_reference(config, fresh_seed, device):
+    """V = 2 CHUNK + 37: two whole chunks and a partial one; h from 0 to 1."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    vocab = 2 * CHUNK + 37
+    c, u = random_logits(gen, 4, vocab, device=device)
+    h = torch.tensor([0.0, 0.3, 1.0, 0.8], device=device)
+    assert_matches_reference(c, u, h, **MULTI_CHUNK[config])
+
+
+def test_several_chunks_in_contrast_mode(fresh_seed, device):
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, u = random_logits(gen, 3, CHUNK + 501, device=device)
+    assert_matches_reference(c, u, 0.0, mode="contrast", alpha=torch.tensor([0.0, 0.5, 1.5], device=device),
+                             beta=0.05, temperature=0.9)
+
+
+@pytest.mark.parametrize("config", ["sample", "top_p"])
+def test_a_chunk_without_mass_is_never_drawn(config, device):
+    """Rows whose mass sits in one chunk (the others all -inf, or -inf on both paths): every
+    draw lands there, on the no-filter path (chunk masses from the statistics) and on the
+    filtered one (chunk masses from the draw pass)."""
+    vocab, n = 3 * CHUNK + 5, 12
+    gen = torch.Generator().manual_seed(7)
+    c = torch.full((n, vocab), -math.inf)
+    u = torch.full((n, vocab), -math.inf)
+    c[: n // 2, 2 * CHUNK: 2 * CHUNK + 50] = torch.randn(n // 2, 50, generator=gen)
+    u[: n // 2, 2 * CHUNK + 10: 2 * CHUNK + 60] = torch.randn(n // 2, 50, generator=gen)
+    c[n // 2:, 3 * CHUNK:] = torch.randn(n // 2, 5, generator=gen)  # only the last, partial chunk
+    h = torch.tensor([0.0, 0.5, 1.0] * (n // 3))
+    h[n // 2:] = 0.0
+    kernel, reference = both_backends(c.to(device), u.to(device), h.to(device), seeds=torch.arange(n), step=2,
+                                      **MULTI_CHUNK[config])
+    assert_same(kernel, reference)
+    tokens = kernel.tokens.cpu()
+    assert ((tokens[: n // 2] >= 2 * CHUNK) & (tokens[: n // 2] < 2 * CHUNK + 60)).all()
+    assert (tokens[n // 2:] >= 3 * CHUNK).all()
+
+
+def test_chunk_then_token_draws_follow_the_distribution():
+    """The chunk draw is exact: 20,000 draws of the CPU path (the kernel's tokens, checked on
+    the first rows) over mass spread across four chunks, against the exact distribution."""
+    n, vocab = 20000, 3 * CHUNK + 5
+    gen = torch.Generator().manual_seed(2024)
+    hot = torch.tensor([3, 1000, CHUNK + 2, CHUNK + 3, 2 * CHUNK + 4, 2 * CHUNK + 1900, 3 * CHUNK, 3 * CHUNK + 4])
+    c = torch.full((1, vocab), -9.0)
+    u = torch.full((1, vocab), -9.0)
+    c[0, hot] = torch.randn(8, generator=gen)
+    u[0, hot] = torch.randn(8, generator=gen)
+    seeds = torch.arange(n) * 3 + 1
+    out = mix_sample(c.expand(n, vocab), u.expand(n, vocab), 0.3, seeds=seeds, step=0, backend="torch")
+    p = final_distribution(c, u, torch.full((1,), 0.3), torch.ones(1), torch.zeros(1, dtype=torch.int32),
+                           torch.ones(1))[0]
+    # the 6000-odd cold tokens hold ~0.4% of the mass: one bin, so that the test sees them
+    cold = torch.ones(vocab, dtype=torch.bool)
+    cold[hot] = False
+    binned = torch.where(cold[out.tokens], vocab, out.tokens)
+    p_binned = torch.cat([p, p[cold].sum().reshape(1)])
+    p_binned[:vocab][cold] = 0.0
+    assert goodness_of_fit(binned, p_binned) > 1e-3
+    kernel = mix_sample(c.expand(8, vocab), u.expand(8, vocab), 0.3, seeds=seeds[:8], step=0, backend="triton")
+    assert torch.equal(kernel.tokens, out.tokens[:8])
+
+
+def test_bad_input_in_a_later_chunk_is_flagged(device):
+    """The flags come from the chunk partials: a NaN or +inf anywhere, in any chunk."""
+    vocab = 2 * CHUNK + 9
+    gen = torch.Generator().manual_seed(3)
+    c, u = random_logits(gen, 4, vocab, device=device)
+    c[1, CHUNK + 17] = math.nan
+    c[2, vocab - 1] = math.inf
+    u[3, 2 * CHUNK + 3] = math.nan
+    h = torch.tensor([0.5, 0.5, 0.5, 0.5], device=device)
+    out = mix_sample(c, u, h, seeds=torch.arange(4), step=0, validate=False, backend="triton")
+    assert out.flags.tolist() == [0, 1, 1, 2]
+    with pytest.raises(ValueError, match="logits_c row 1 contains NaN"):
+        mix_sample(c, u, h, seeds=torch.arange(4), step=0, backend="triton")
+    quiet = mix_sample(c[3:], u[3:], 0.0, seeds=torch.arange(1), step=0, validate=False, backend="triton")
+    assert quiet.flags.tolist() == [0]  # h = 0: its logits_u are never read
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_several_chunks_do_not_depend_on_the_batch(top_p, fresh_seed, device):
+    """Tokens and log-probs bit for bit equal whatever rows share the launch (the chunking
+    depends on V alone)."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, u = random_logits(gen, 4, CHUNK + 300, device=device)
+    h = torch.tensor([0.1, 0.9, 0.0, 0.5], device=device)
+    seeds = torch.tensor([11, 22, 33, 44], device=device)
+    full = mix_sample(c, u, h, seeds=seeds, step=4, top_p=top_p, backend="triton")
+    order = torch.tensor([2, 0], device=device)
+    part = mix_sample(c[order], u[order], h[order], seeds=seeds[order], step=4, top_p=top_p, backend="triton")
+    assert torch.equal(part.tokens, full.tokens[order])
+    assert torch.equal(part.logprobs, full.logprobs[order])
+    assert torch.equal(part.cond_logprobs, full.cond_logprobs[order])
+
+
+def test_the_benchmark_runs_the_kernels_under_the_interpreter():
+    """bench/mix_sample.py --smoke: the script's kernel path on a multi-chunk vocabulary, its
+    tokens checked against the CPU path's inside run() (a mismatch raises)."""
+    import pathlib
+    import sys
+
+    bench = str(pathlib.Path(__file__).resolve().parents[2] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        import mix_sample as bench_mix_sample  # bench/mix_sample.py
+    finally:
+        sys.path.remove(bench)
+    lines = bench_mix_sample.run(torch.device("cpu"), smoke=True)
+    assert sum(line.startswith("| 2 | 4133 |") for line in lines) == 2
