@@ -588,3 +588,24 @@ def test_the_benchmark_runs_the_kernels_under_the_interpreter():
         sys.path.remove(bench)
     lines = bench_mix_sample.run(torch.device("cpu"), smoke=True)
     assert sum(line.startswith("| 2 | 4133 |") for line in lines) == 2
+
+
+def test_row_flags_shortcut_agrees_with_a_plain_per_row_check():
+    """row_flags skips its exact checks when the totals are finite; huge finite logits (whose
+    total overflows) and one bad entry in a big batch must still give exactly the plain answer."""
+    from judgefree.kernels.mix_sample_ref import FLAG_C_NONFINITE, FLAG_U_NONFINITE, row_flags
+
+    gen = torch.Generator().manual_seed(11)
+    c, u = torch.randn(6, 301, generator=gen), torch.randn(6, 301, generator=gen)
+    h = torch.full((6,), 0.5)
+    mode = torch.zeros(6, dtype=torch.bool)
+    beta = torch.full((6,), 0.1)
+    assert row_flags(c, u, h, mode, beta).tolist() == [0] * 6
+    huge = torch.full((6, 301), 3e38)  # finite, but the sum overflows: the exact checks run
+    assert row_flags(huge, huge, h, mode, beta).tolist() == [0] * 6
+    for bad in (math.nan, math.inf):
+        c_bad, u_bad = c.clone(), u.clone()
+        c_bad[4, 17], u_bad[2, 300] = bad, bad
+        flags = row_flags(c_bad, u_bad, h, mode, beta).tolist()
+        expected = [(FLAG_C_NONFINITE if r == 4 else 0) | (FLAG_U_NONFINITE if r == 2 else 0) for r in range(6)]
+        assert flags == expected
