@@ -29,10 +29,9 @@ class SeedSettings:
     learning_rate: float = 2e-3
     warmup: int = 30
     seed: int = 0
-    # False is LLaVA-1.5's recipe (frozen tower, features computed once); measured here it left m0
-    # nearly blind (CHAIRi 78%, recall 18%: the CLIP trained in two minutes is weak), so the
-    # tower is trained with the seed, starting from the CLIP's weights (docs/world.md).
-    train_tower: bool = True
+    # LLaVA-1.5's recipe: the tower frozen, its features computed once per image. Training it on
+    # the biased captions teaches it the co-occurrence shortcut instead of the shapes (docs/world.md).
+    train_tower: bool = False
 
 
 def write_untrained(folder: Path, clip_config: dict, clip_state: dict, settings: SeedSettings) -> Path:
@@ -54,7 +53,7 @@ def write_untrained(folder: Path, clip_config: dict, clip_state: dict, settings:
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     tokens = (vision.image_size // vision.patch_size) ** 2
     config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
-                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), vision_feature_layer=-2,
+                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), vision_feature_layer=-1,
                          vision_feature_select_strategy="default", projector_hidden_act="gelu",
                          image_seq_length=tokens, tie_word_embeddings=False)
     torch.manual_seed(settings.seed)
