@@ -8,7 +8,8 @@
   split-K    the full method, DPO on split K only of --splits sorted by CLIP difference
 
     python bench/world_ablation.py --seeds 0 1 2 --out bench/results/world_ablation
-writes OUT/table.md and OUT/results.json (incrementally: a rerun skips finished runs).
+writes OUT/table.md and OUT/results.json (incrementally: a rerun skips finished runs); each
+run's folder (models, pairs, pages) goes under --runs (default runs/world_ablation, ignored by git).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None, help="variant names to run")
     parser.add_argument("--out", default="bench/results/world_ablation")
+    parser.add_argument("--runs", default="runs/world_ablation", help="folder of the runs themselves")
     args = parser.parse_args()
     unknown = set(args.only or ()) - set(variants(args.splits))
     if unknown:
@@ -84,7 +86,8 @@ def main() -> None:
             key = f"{name}/seed-{seed}"
             if key in results:
                 continue
-            summary = run_world_demo(out / "runs" / name / f"seed-{seed}", replace(settings, seed=seed), progress=False)
+            summary = run_world_demo(Path(args.runs) / name / f"seed-{seed}", replace(settings, seed=seed),
+                                     progress=False)
             m0, m1 = (summary["rounds"][i]["metrics"] for i in (0, 1))
             results[key] = {"m0": m0, "m1": m1, "verdicts": summary["rounds"][1].get("verdicts"),
                             "seconds": summary["seconds"], "world": summary["world"]}

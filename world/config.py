@@ -21,7 +21,8 @@ class WorldConfig:
     clip: ClipTrainSettings = field(default_factory=lambda: ClipTrainSettings(
         steps=1000, batch_size=64, learning_rate=1e-3, warmup=100, pretrain_steps=2500))
     seed_model: SeedSettings = field(default_factory=lambda: SeedSettings(hidden=96, layers=2, steps=1500,
-                                                                          batch_size=32, learning_rate=3e-3))
+                                                                          batch_size=32, learning_rate=3e-3,
+                                                                          text_only=0.2))
 
     def key(self) -> str:
         """A short hash of every parameter: the cache folder's name."""
@@ -29,6 +30,7 @@ class WorldConfig:
 
 
 # The CI test's world: fewer scenes and steps (the same code).
-SMALL = WorldConfig(train_scenes=800, clip_scenes=1500, eval_scenes=60,
-                    clip=ClipTrainSettings(steps=150, batch_size=48, learning_rate=1e-3, warmup=15, pretrain_steps=800),
-                    seed_model=SeedSettings(hidden=64, layers=2, steps=120, batch_size=24))
+SMALL = WorldConfig(train_scenes=1000, clip_scenes=3000, eval_scenes=60,
+                    clip=ClipTrainSettings(steps=250, batch_size=48, learning_rate=1e-3, warmup=25, pretrain_steps=1200),
+                    seed_model=SeedSettings(hidden=64, layers=2, steps=600, batch_size=24, learning_rate=3e-3,
+                                            text_only=0.2))
