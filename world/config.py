@@ -30,7 +30,7 @@ class WorldConfig:
 
 
 # The CI test's world: fewer scenes and steps (the same code).
-SMALL = WorldConfig(train_scenes=1000, clip_scenes=3000, eval_scenes=60,
-                    clip=ClipTrainSettings(steps=250, batch_size=48, learning_rate=1e-3, warmup=25, pretrain_steps=1200),
-                    seed_model=SeedSettings(hidden=64, layers=2, steps=600, batch_size=24, learning_rate=3e-3,
+SMALL = WorldConfig(train_scenes=1500, clip_scenes=4000, eval_scenes=100,
+                    clip=ClipTrainSettings(steps=300, batch_size=48, learning_rate=1e-3, warmup=30, pretrain_steps=2000),
+                    seed_model=SeedSettings(hidden=64, layers=2, steps=1000, batch_size=24, learning_rate=3e-3,
                                             text_only=0.2))
