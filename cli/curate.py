@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keep.add_argument("--keep", type=split_indices, default=None,
                       help="split index(es) to keep, 0 = smallest differences (default: all)")
     keep.add_argument("--keep-diff", type=diff_range, default=None, help="keep differences in LO:HI (inclusive)")
+    p.add_argument("--on-disagreement", default="swap", metavar="{swap,drop,ignore}",
+                   help="a pair whose chosen scores below rejected: swap it (default, the paper), drop it, "
+                   "or ignore CLIP (keep the generation's roles; an ablation)")
     p.add_argument("--chunk-size", type=int, default=256, help="pairs scored per step (and per resume point)")
     p.add_argument("--text-batch", type=int, default=256, help="texts per CLIP text-encoder batch")
     p.add_argument("--image-batch", type=int, default=32, help="images per CLIP image-encoder batch")
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         from judgefree.store.export import export_model_folder
 
         export_model_folder(source, args.export_model)  # and so does an export that could not run
-    selection = Selection(splits=args.splits, keep_splits=args.keep, keep_diff=args.keep_diff)
+    selection = Selection(splits=args.splits, keep_splits=args.keep, keep_diff=args.keep_diff,
+                          on_disagreement=args.on_disagreement)
     weights = None if args.clip_weights.lower() in ("", "none") else args.clip_weights
     config = ClipConfig(model=args.clip, weights=weights, kind=args.score, device=args.device,
                         precision=args.precision, quick_gelu=args.clip_quick_gelu,

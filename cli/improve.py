@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keep = g.add_mutually_exclusive_group()
     keep.add_argument("--keep", type=split_indices, default=None, help="split index(es) to keep (default: all)")
     keep.add_argument("--keep-diff", type=diff_range, default=None, help="keep score differences in LO:HI")
+    g.add_argument("--on-disagreement", default="swap", metavar="{swap,drop,ignore}",
+                   help="chosen scores below rejected: swap (default), drop, or ignore CLIP")
     add_train_arguments(p)
     g = p.add_argument_group("evaluation (optional: CHAIR after every round, and of the seed model)")
     g.add_argument("--eval-questions", help="Object HalBench question JSONL")
@@ -91,7 +93,8 @@ def _settings(args: argparse.Namespace):
         model=str(model.resolve()), images=list_images(args.images), out=args.out or "runs", rounds=args.rounds,
         generation=generation, chunk_size=args.chunk_size,
         clip=ClipConfig(model=args.clip, weights=weights, kind=args.score, quick_gelu=args.clip_quick_gelu),
-        selection=Selection(splits=args.splits, keep_splits=args.keep, keep_diff=args.keep_diff),
+        selection=Selection(splits=args.splits, keep_splits=args.keep, keep_diff=args.keep_diff,
+                            on_disagreement=args.on_disagreement),
         train=train_config(args), evaluation=evaluation, dtype=args.dtype, device=args.device,
         progress=not args.no_progress)
 

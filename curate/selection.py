@@ -1,7 +1,10 @@
 """Swap, split and keep: the decisions made from the two CLIP scores of each pair.
 
 A pair is swapped when chosen scores strictly below rejected, so ``score_diff`` = chosen -
-rejected >= 0 afterwards. Scored pairs are ranked by difference (ties by stored order) and cut
+rejected >= 0 afterwards (``on_disagreement="swap"``, the paper's method). The ablations' other
+modes: ``"drop"`` keeps the generation's roles and drops such pairs (never kept, no split);
+``"ignore"`` keeps the roles and the pairs whatever CLIP says (h order alone, no verification;
+``score_diff`` may then be negative). Scored pairs are ranked by difference (ties by stored order) and cut
 into ``splits`` groups of equal size: split 0 holds the smallest differences, split k-1 the
 largest. A pair is kept when its split is among ``keep_splits`` or its difference lies in
 ``keep_diff`` (inclusive); with neither, every scored pair is kept. Pairs without both scores
@@ -19,6 +22,7 @@ import numpy as np
 from judgefree.store.records import PairRecord
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+DISAGREEMENT_MODES = ("swap", "drop", "ignore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +30,12 @@ class Selection:
     splits: int = 10
     keep_splits: tuple[int, ...] | None = None
     keep_diff: tuple[float, float] | None = None
+    on_disagreement: str = "swap"  # what a pair whose chosen scores below rejected becomes
 
     def __post_init__(self) -> None:
+        if self.on_disagreement not in DISAGREEMENT_MODES:
+            raise ValueError(f"on_disagreement must be one of {', '.join(DISAGREEMENT_MODES)}, "
+                             f"got {self.on_disagreement!r}")
         if self.splits < 1:
             raise ValueError(f"splits must be >= 1, got {self.splits}")
         if self.keep_splits is not None and self.keep_diff is not None:
@@ -41,11 +49,12 @@ class Selection:
                 raise ValueError(f"keep_diff must be a finite range LO <= HI, got {self.keep_diff}")
 
 
-def orient(record: PairRecord) -> PairRecord:
-    """The record with the higher-scoring response as chosen, ``swapped`` and ``score_diff`` set."""
+def orient(record: PairRecord, swap: bool = True) -> PairRecord:
+    """The record with the higher-scoring response as chosen (``swap``; else the roles as
+    generated), ``swapped`` and ``score_diff`` set."""
     if record.chosen_score is None or record.rejected_score is None:
         return replace(record, swapped=None, score_diff=None, split=None, kept=False)
-    if record.chosen_score < record.rejected_score:
+    if swap and record.chosen_score < record.rejected_score:
         record = replace(record, swapped=False).swapped_roles()
     else:
         record = replace(record, swapped=False)
@@ -63,8 +72,12 @@ def assign_splits(diffs: list[float], splits: int) -> list[int]:
 
 def select(records: list[PairRecord], selection: Selection) -> list[PairRecord]:
     """Orient every record, assign splits to the scored ones and mark the kept ones (order kept)."""
-    oriented = [orient(r) for r in records]
-    scored = [i for i, r in enumerate(oriented) if r.score_diff is not None]
+    oriented = [orient(r, swap=selection.on_disagreement == "swap") for r in records]
+    if selection.on_disagreement == "drop":  # CLIP disagrees with the h order: not a pair to learn from
+        oriented = [replace(r, split=None, kept=False) if r.score_diff is not None and r.score_diff < 0 else r
+                    for r in oriented]
+    scored = [i for i, r in enumerate(oriented)
+              if r.score_diff is not None and not (selection.on_disagreement == "drop" and r.score_diff < 0)]
     split_of = dict(zip(scored, assign_splits([oriented[i].score_diff for i in scored], selection.splits)))
     out = []
     for i, record in enumerate(oriented):
@@ -100,9 +113,11 @@ def summarize(records: list[PairRecord], selection: Selection) -> dict[str, Any]
     scored = [r for r in records if r.score_diff is not None]
     diffs = np.asarray([r.score_diff for r in scored], dtype=np.float64)
     swaps = sum(bool(r.swapped) for r in scored)
+    # pairs where CLIP disagreed with the generation's order (swapped, or dropped / ignored)
+    disagreements = swaps + int((diffs < 0).sum())
     per_split = []
     for split in range(selection.splits):
-        members = diffs[[r.split == split for r in scored]] if scored else diffs
+        members = diffs[np.asarray([r.split == split for r in scored], dtype=bool)] if scored else diffs
         per_split.append({"split": split, "pairs": int(members.size),
                           "min_diff": float(members.min()) if members.size else None,
                           "max_diff": float(members.max()) if members.size else None})
@@ -112,6 +127,8 @@ def summarize(records: list[PairRecord], selection: Selection) -> dict[str, Any]
         "unscored": len(records) - len(scored),
         "swapped": swaps,
         "swap_rate": swaps / len(scored) if scored else None,
+        "on_disagreement": selection.on_disagreement,
+        "disagreements": disagreements,
         "kept": sum(bool(r.kept) for r in records),
         "diff_quantiles": {f"q{round(q * 100):02d}": float(np.quantile(diffs, q)) for q in QUANTILES} if scored else {},
         "splits": per_split,
@@ -126,6 +143,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"pairs {summary['pairs']}: scored {summary['scored']}, unscored {summary['unscored']}, "
         f"swapped {summary['swapped']} ({rate}), kept {summary['kept']}",
     ]
+    mode = summary.get("on_disagreement", "swap")  # summaries written before the modes existed
+    if mode != "swap":
+        lines.append(f"CLIP disagreed with the generation's order on {summary['disagreements']} pairs: "
+                     + ("dropped" if mode == "drop" else "kept as generated (CLIP ignored)"))
     if summary["diff_quantiles"]:
         lines.append("score difference quantiles: " + "  ".join(
             f"{name}={value:.4f}" for name, value in summary["diff_quantiles"].items()))

@@ -34,7 +34,8 @@ class DemoSettings:
     splits: int = 5
     seed: int = 0  # generation and DPO seed
     h_rejected: str = "gaussian:0.5,0.15"
-    keep: tuple[int, ...] | None = None  # None: every split kept (curation always swaps, as the paper does)
+    keep: tuple[int, ...] | None = None  # None: every split kept
+    on_disagreement: str = "swap"  # the paper's method; "drop" / "ignore" are ablations (curate.selection)
 
 
 def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path], progress: bool):
@@ -57,8 +58,9 @@ def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path]
     return LoopSettings(model=str(world / "m0"), images=[str(p.resolve()) for p in images], out=str(out),
                         rounds=demo.rounds, generation=generation, chunk_size=64,
                         clip=ClipConfig(model=str(clip_config), weights=str(clip_weights), device="cpu"),
-                        selection=Selection(splits=demo.splits, keep_splits=demo.keep), train=train,
-                        device="cpu", progress=progress)
+                        selection=Selection(splits=demo.splits, keep_splits=demo.keep,
+                                            on_disagreement=demo.on_disagreement),
+                        train=train, device="cpu", progress=progress)
 
 
 def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSettings(), progress: bool = True,

@@ -28,10 +28,11 @@ def build(folder: Path, config: WorldConfig, log=print) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from judgefree.world.clip import CLIP_NAME, WEIGHTS_FILE, clip_model_config, clip_pixels, train_clip
+    from judgefree.world.clip import (CLIP_NAME, WEIGHTS_FILE, clip_model_config, clip_pixels, load_clip, train_clip,
+                                      verification_accuracy)
     from judgefree.world.evaluate import evaluate_model, write_images
     from judgefree.world.render import render
-    from judgefree.world.scenes import TRAIN, EVAL, scenes
+    from judgefree.world.scenes import TRAIN, EVAL, scenes, web_scenes
     from judgefree.world.seed import train_seed, write_untrained
 
     start = time.perf_counter()
@@ -41,15 +42,26 @@ def build(folder: Path, config: WorldConfig, log=print) -> dict:
     train = scenes("train", config.train_scenes, dist=dist)
     log(f"world: rendering {len(train)} training scenes at {config.image_size} px ...")
     pixels = clip_pixels([render(s, config.image_size) for s in train], config.image_size)
+    web = web_scenes(config.clip_scenes)
+    log(f"world: rendering {len(web)} unbiased scenes for the CLIP's pretraining ...")
+    web_pixels = clip_pixels([render(s, config.image_size) for s in web], config.image_size)
+    held_out = scenes("eval", config.eval_scenes, dist=EVAL)
+    eval_pixels = clip_pixels([render(s, config.image_size) for s in held_out], config.image_size)
     t_render = time.perf_counter() - start
     log("world: training the CLIP ...")
-    clip = train_clip(pixels, train, folder / "clip", config.clip, config.image_size, log=log)
+    clip = train_clip(web_pixels, web, folder / "clip", config.clip, config.image_size, log=log)
+    del web_pixels
     clip_state = load_file(str(folder / "clip" / WEIGHTS_FILE))
+    model, tokens = load_clip(folder / "clip")
+    clip["verification_accuracy"] = verification_accuracy(model, tokens, eval_pixels, held_out)
+    clip["verification_accuracy_training_scenes"] = verification_accuracy(model, tokens, pixels[:len(held_out)],
+                                                                          train[:len(held_out)])
+    log(f"world: CLIP prefers a true sentence to a false one on {clip['verification_accuracy']:.1%} of the "
+        f"evaluation scenes ({clip['verification_accuracy_training_scenes']:.1%} of biased training scenes)")
     log("world: training the seed m0 on the CLIP's image tower ...")
     m0 = folder / "m0"
     write_untrained(m0, clip_model_config(config.image_size), clip_state, config.seed_model)
     seed = train_seed(m0, pixels, train, config.seed_model, log=log)
-    held_out = scenes("eval", config.eval_scenes, dist=EVAL)
     images = write_images(held_out, folder / "eval_images", config.image_size)
     log(f"world: m0 captions {len(held_out)} evaluation scenes ...")
     metrics, _ = evaluate_model(m0, held_out, images, folder / "m0_eval.jsonl", device="cpu")

@@ -27,6 +27,11 @@ PARTNERS.update({b: a for a, b in list(PARTNERS.items())})
 TYPICAL_COLOUR = dict(zip(CLASS_NAMES, ("red", "blue", "green", "yellow", "purple", "red",
                                         "orange", "green", "blue", "yellow", "purple", "orange")))
 EVAL_SEED_START = 1_000_000  # training scenes use seeds below it, evaluation scenes from it on
+# The CLIP's pretraining scenes ("web" data): training seeds from here on, drawn without the
+# training bias. LLaVA's CLIP is pretrained on broad web data, not on the MLLM's instruction
+# data; a CLIP trained on the biased scenes never has to tell partners apart (they come
+# together 90% of the time) and was measured near chance at it (docs/world.md).
+WEB_SEED_START = 500_000
 GRID = 3  # objects sit in distinct cells of a GRID x GRID layout
 
 
@@ -130,6 +135,11 @@ def make_scene(seed: int, split: str, dist: Distribution | None = None) -> Scene
             objects.append(WorldObject(cls, colour, row, col, float(rng.uniform(0.3, 0.42)),
                                        float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.08, 0.08))))
     return Scene(seed, split, _background(rng), tuple(objects))
+
+
+def web_scenes(count: int) -> list[Scene]:
+    """The CLIP's ``count`` pretraining scenes: uniform classes and colours, seeds from WEB_SEED_START."""
+    return scenes("train", count, start=WEB_SEED_START, dist=EVAL)
 
 
 def scenes(split: str, count: int, start: int = 0, dist: Distribution | None = None) -> list[Scene]:

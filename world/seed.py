@@ -29,10 +29,15 @@ class SeedSettings:
     learning_rate: float = 2e-3
     warmup: int = 30
     seed: int = 0
-    # False is LLaVA-1.5's recipe (frozen tower, features computed once); measured here it left m0
-    # nearly blind (CHAIRi 78%, recall 18%: the CLIP trained in two minutes is weak), so the
-    # tower is trained with the seed, starting from the CLIP's weights (docs/world.md).
-    train_tower: bool = True
+    # LLaVA-1.5's recipe: the tower frozen, its features computed once per image. Training it on
+    # the biased captions teaches it the co-occurrence shortcut instead of the shapes (docs/world.md).
+    train_tower: bool = False
+    # Share of training rows given the prompt without the image (the unconditional path's input),
+    # with a biased scene's caption as the answer: the language prior the two-path decoding
+    # mixes in. LLaVA-1.5's instruction mix holds text-only conversations too, and its LLM was a
+    # fluent language model before it ever saw an image; without such rows the seed's
+    # unconditional path is out of distribution and writes broken text (docs/world.md, v3).
+    text_only: float = 0.0
 
 
 def write_untrained(folder: Path, clip_config: dict, clip_state: dict, settings: SeedSettings) -> Path:
@@ -54,7 +59,7 @@ def write_untrained(folder: Path, clip_config: dict, clip_state: dict, settings:
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     tokens = (vision.image_size // vision.patch_size) ** 2
     config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
-                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), vision_feature_layer=-2,
+                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), vision_feature_layer=-1,
                          vision_feature_select_strategy="default", projector_hidden_act="gelu",
                          image_seq_length=tokens, tie_word_embeddings=False)
     torch.manual_seed(settings.seed)
@@ -91,6 +96,7 @@ def train_seed(folder: Path, pixels, scenes: list[Scene], settings: SeedSettings
     builder = PromptBuilder(folder, config.image_token_id)
     prompt = builder.build(PROMPT, _blank(config.vision_config.image_size))
     prompt_ids, (i0, i1) = list(prompt.cond_ids), prompt.image_span
+    text_ids = list(prompt.uncond_ids)  # the same template without the image
     tokenizer = builder.tokenizer
     eos = tokenizer.eos_token_id
     start = time.perf_counter()
@@ -118,18 +124,22 @@ def train_seed(folder: Path, pixels, scenes: list[Scene], settings: SeedSettings
         idx = rng.choice(len(scenes), size=settings.batch_size, replace=False)
         answers = [tokenizer(caption(scenes[i], int(rng.integers(1 << 30))), add_special_tokens=False)["input_ids"]
                    + [eos] for i in idx]
-        length = len(prompt_ids) + max(len(a) for a in answers)
+        blind = rng.random(len(idx)) < settings.text_only  # rows without the image
+        prefixes = [text_ids if b else prompt_ids for b in blind]
+        length = max(len(p) + len(a) for p, a in zip(prefixes, answers))
         ids = torch.full((len(idx), length), tokenizer.pad_token_id)
         labels = torch.full((len(idx), length), -100)
         mask = torch.zeros((len(idx), length), dtype=torch.long)
-        for row, answer in enumerate(answers):
-            seq = prompt_ids + answer
+        for row, (prefix, answer) in enumerate(zip(prefixes, answers)):
+            seq = prefix + answer
             ids[row, :len(seq)] = torch.tensor(seq)
-            labels[row, len(prompt_ids):len(seq)] = torch.tensor(answer)
+            labels[row, len(prefix):len(seq)] = torch.tensor(answer)
             mask[row, :len(seq)] = 1
         embeds = lm.embed_tokens(ids).clone()
-        rows = torch.as_tensor(idx)
-        embeds[:, i0:i1] = projector(features(rows) if settings.train_tower else feats[rows])
+        seeing = torch.as_tensor(np.flatnonzero(~blind))
+        if len(seeing):
+            rows = torch.as_tensor(idx)[seeing]
+            embeds[seeing, i0:i1] = projector(features(rows) if settings.train_tower else feats[rows])
         hidden = lm(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         logits = head(hidden[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)

@@ -27,6 +27,9 @@ class Verdicts:
     swaps: int
     swaps_right: int  # swapped, and the higher-h response was truly better
     swaps_wrong: int  # swapped, and the lower-h response was truly better
+    kept: int = 0  # kept for DPO (any curation mode)
+    kept_ties: int = 0
+    kept_right: int = 0  # of the kept non-ties, "chosen" (what DPO will prefer) is truly better
 
     @property
     def decided(self) -> int:
@@ -37,27 +40,37 @@ class Verdicts:
         d["h_order_accuracy"] = self.h_order_right / self.decided if self.decided else None
         d["clip_accuracy"] = self.clip_right / self.decided if self.decided else None
         d["swap_rate"] = self.swaps / self.pairs if self.pairs else None
+        kept_decided = self.kept - self.kept_ties
+        d["kept_accuracy"] = self.kept_right / kept_decided if kept_decided else None
         return d
 
 
 def judge(records, scene_of) -> Verdicts:
-    """``records``: curated PairRecords; ``scene_of(image path) -> Scene``."""
-    pairs = ties = h_right = clip_right = swaps = swaps_right = swaps_wrong = 0
+    """``records``: curated PairRecords; ``scene_of(image path) -> Scene``.
+
+    CLIP's preference is read from the scores and the h order from the h values, so the
+    verdicts mean the same whatever the curation did with disagreements (swap, drop, ignore)."""
+    v = Verdicts(0, 0, 0, 0, 0, 0, 0)
     for r in records:
         if r.chosen_score is None or r.rejected_score is None:
             continue
         scene = scene_of(r.image)
-        pairs += 1
-        # after curation "chosen" is CLIP's preference; the h order is the lower-h text
-        clip_cost, other_cost = cost(r.chosen_text, scene), cost(r.rejected_text, scene)
-        low_h_cost, high_h_cost = (other_cost, clip_cost) if r.swapped else (clip_cost, other_cost)
-        swaps += bool(r.swapped)
-        if clip_cost == other_cost:
-            ties += 1
+        v.pairs += 1
+        chosen_cost, rejected_cost = cost(r.chosen_text, scene), cost(r.rejected_text, scene)
+        clip_cost, clip_other = ((chosen_cost, rejected_cost) if r.chosen_score >= r.rejected_score
+                                 else (rejected_cost, chosen_cost))
+        low_h_cost, high_h_cost = ((chosen_cost, rejected_cost) if r.chosen_h <= r.rejected_h
+                                   else (rejected_cost, chosen_cost))
+        v.swaps += bool(r.swapped)
+        v.kept += bool(r.kept)
+        if chosen_cost == rejected_cost:
+            v.ties += 1
+            v.kept_ties += bool(r.kept)
             continue
-        h_right += low_h_cost < high_h_cost
-        clip_right += clip_cost < other_cost
+        v.h_order_right += low_h_cost < high_h_cost
+        v.clip_right += clip_cost < clip_other
+        v.kept_right += bool(r.kept) and chosen_cost < rejected_cost
         if r.swapped:
-            swaps_right += high_h_cost < low_h_cost
-            swaps_wrong += low_h_cost < high_h_cost
-    return Verdicts(pairs, ties, h_right, clip_right, swaps, swaps_right, swaps_wrong)
+            v.swaps_right += high_h_cost < low_h_cost
+            v.swaps_wrong += low_h_cost < high_h_cost
+    return v

@@ -100,3 +100,43 @@ def test_summary_counts_rates_and_quantiles():
     assert summary["kept_ranges"] == [[pytest.approx(0.6), pytest.approx(0.8)]]
     text = format_summary(summary)
     assert "swapped 2 (50.0%)" in text and "kept 2" in text and "split  1:" in text
+
+
+def test_drop_mode_keeps_roles_and_drops_disagreeing_pairs():
+    # diffs (chosen - rejected): +0.8, -0.3, +0.1, -0.6, unscored
+    scores = [(0.9, 0.1), (0.2, 0.5), (0.6, 0.5), (0.1, 0.7), (None, 0.2)]
+    selection = Selection(splits=2, on_disagreement="drop")
+    out = select(_records(scores), selection)
+    assert [r.swapped for r in out] == [False, False, False, False, None]
+    assert [r.chosen_text for r in out[:4]] == ["chosen 0", "chosen 1", "chosen 2", "chosen 3"]
+    # the two agreeing pairs alone are ranked: 0.1 -> split 0, 0.8 -> split 1
+    assert [r.split for r in out] == [1, None, 0, None, None]
+    assert [r.kept for r in out] == [True, False, True, False, False]
+    summary = summarize(out, selection)
+    assert (summary["swapped"], summary["disagreements"], summary["kept"]) == (0, 2, 2)
+    assert summary["on_disagreement"] == "drop"
+
+
+def test_ignore_mode_keeps_every_scored_pair_as_generated():
+    scores = [(0.9, 0.1), (0.2, 0.5), (0.6, 0.5), (0.1, 0.7), (None, 0.2)]
+    selection = Selection(splits=2, on_disagreement="ignore")
+    out = select(_records(scores), selection)
+    assert [r.chosen_text for r in out[:4]] == ["chosen 0", "chosen 1", "chosen 2", "chosen 3"]
+    assert [r.score_diff for r in out[:4]] == pytest.approx([0.8, -0.3, 0.1, -0.6])
+    # signed differences ranked: -0.6, -0.3 -> split 0; 0.1, 0.8 -> split 1
+    assert [r.split for r in out] == [1, 0, 1, 0, None]
+    assert [r.kept for r in out] == [True, True, True, True, False]
+    summary = summarize(out, selection)
+    assert (summary["swapped"], summary["disagreements"], summary["kept"]) == (0, 2, 4)
+
+
+def test_selection_rejects_unknown_disagreement_mode():
+    with pytest.raises(ValueError, match="on_disagreement must be one of swap, drop, ignore"):
+        Selection(on_disagreement="flip")
+
+
+def test_summary_text_names_the_disagreement_mode():
+    scores = [(0.9, 0.1), (0.2, 0.5), (0.6, 0.5)]
+    for mode, words in (("drop", "1 pairs: dropped"), ("ignore", "1 pairs: kept as generated")):
+        selection = Selection(splits=1, on_disagreement=mode)
+        assert words in format_summary(summarize(select(_records(scores), selection), selection))

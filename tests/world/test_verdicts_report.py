@@ -10,10 +10,11 @@ from judgefree.world.verdicts import judge
 SCENE = make_scene(EVAL_SEED_START + 1, "eval")  # one yellow cross
 
 
-def _pair(chosen, rejected, swapped, image="x.png"):
-    # after curation "chosen" is CLIP's preference; swapped: the engine's (h) order was reversed
+def _pair(chosen, rejected, swapped, image="x.png", kept=True):
+    # swap mode: "chosen" is CLIP's preference; swapped: the engine's (h) order was reversed
+    h_chosen, h_rejected = (0.5, 0.0) if swapped else (0.0, 0.5)
     return SimpleNamespace(image=image, chosen_text=chosen, rejected_text=rejected, swapped=swapped,
-                           chosen_score=1.0, rejected_score=0.5)
+                           chosen_score=1.0, rejected_score=0.5, chosen_h=h_chosen, rejected_h=h_rejected, kept=kept)
 
 
 def test_verdicts_count_right_and_wrong_against_the_scene():
@@ -25,12 +26,31 @@ def test_verdicts_count_right_and_wrong_against_the_scene():
         _pair("a red cross .", "a yellow cross .", swapped=False),  # wrong colour costs 1: both wrong
         _pair("a cross .", "a yellow cross .", swapped=False),  # a tie: no verdict
         SimpleNamespace(image="x.png", chosen_text="a", rejected_text="b", swapped=None, chosen_score=None,
-                        rejected_score=None),  # unscored: not counted
+                        rejected_score=None, chosen_h=0.0, rejected_h=0.5, kept=False),  # unscored: not counted
     ]
     v = judge(records, lambda path: SCENE)
     assert (v.pairs, v.ties, v.h_order_right, v.clip_right) == (5, 1, 2, 2)
     assert (v.swaps, v.swaps_right, v.swaps_wrong) == (2, 1, 1)
     assert v.to_json()["clip_accuracy"] == 0.5 and v.to_json()["swap_rate"] == 0.4
+    # every scored pair kept: of the 4 decided, chosen truly better in 2
+    assert (v.kept, v.kept_ties, v.kept_right) == (5, 1, 2)
+
+
+def test_verdicts_read_the_order_from_h_and_scores_when_curation_did_not_swap():
+    # drop / ignore modes keep the generation's roles: chosen is the low-h response whatever CLIP says
+    def pair(chosen, rejected, chosen_score, kept):
+        return SimpleNamespace(image="x.png", chosen_text=chosen, rejected_text=rejected, swapped=False,
+                               chosen_score=chosen_score, rejected_score=0.5, chosen_h=0.0, rejected_h=0.4, kept=kept)
+
+    records = [
+        pair("a yellow cross .", "a heart .", 0.9, kept=True),  # h right, CLIP right
+        pair("a yellow cross .", "a heart .", 0.1, kept=False),  # h right, CLIP wrong (dropped)
+        pair("a heart .", "a yellow cross .", 0.1, kept=False),  # h wrong, CLIP right (dropped)
+        pair("a heart .", "a yellow cross .", 0.9, kept=True),  # h wrong, CLIP wrong: kept and wrong
+    ]
+    v = judge(records, lambda path: SCENE)
+    assert (v.pairs, v.ties, v.h_order_right, v.clip_right, v.swaps) == (4, 0, 2, 2, 0)
+    assert (v.kept, v.kept_right) == (2, 1) and v.to_json()["kept_accuracy"] == 0.5
 
 
 def test_page_marks_hallucinated_words_only(tmp_path):

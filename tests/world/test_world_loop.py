@@ -1,8 +1,7 @@
 """The loop on a small fixed-seed world (``judgefree.world.config.SMALL``), end to end: build,
-m0 -> pairs -> CLIP curation -> DPO -> m1, every model scored on the same held-out scenes.
-
-What is asserted is what was measured to hold (docs/world.md, "The CI test"); see there why
-m1 < m0 is not asserted."""
+m0 -> pairs -> CLIP curation -> DPO -> m1, every model scored on the same held-out scenes; and
+that the loop lowers CHAIRi there, by a margin derived from the spread measured across seeds
+(docs/world.md, "The CI test")."""
 
 from __future__ import annotations
 
@@ -17,6 +16,16 @@ from judgefree.world.metric import evaluate
 from judgefree.world.scenes import scenes
 
 
+CI_DEMO = DemoSettings(world=SMALL, pool=96, batch_size=8, epochs=2)
+SEEDS = (0, 1, 2, 3, 4)
+# Measured on this machine (docs/world.md): m1 - m0 CHAIRi over seeds 0-4 was -0.3, -6.8, -3.5,
+# -8.5, -5.5 points (mean -4.9, sd 3.2, so the mean of five has a standard error of 1.4). The
+# test asks the mean of the five to stay within two standard errors of that measurement: below
+# -4.9 + 2 x 1.4 = -2.0 points (another CPU's arithmetic builds another world). No single seed
+# is asked to improve (seed 0 improved by 0.3 only).
+MARGIN = 0.020
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     from judgefree.world.build import world_folder
@@ -24,8 +33,7 @@ def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     world = world_folder(SMALL, root / "cache", log=lambda line: None)
     out = root / "run"
-    summary = run_world_demo(out, DemoSettings(world=SMALL, pool=32, batch_size=8, epochs=1), progress=False,
-                             log=lambda line: None, world=world)
+    summary = run_world_demo(out, replace(CI_DEMO, seed=0), progress=False, log=lambda line: None, world=world)
     return world, out, summary
 
 
@@ -43,7 +51,7 @@ def test_small_world_round_writes_its_reports_and_they_agree_with_the_captions(d
         assert metrics.to_json() == r["metrics"]
     v = rounds[1]["verdicts"]
     # pairs with both responses scored (an empty response has no sentence to score)
-    assert rounds[1]["pairs"] == 32 and 28 <= v["pairs"] <= 32
+    assert rounds[1]["pairs"] == CI_DEMO.pool and CI_DEMO.pool - 8 <= v["pairs"] <= CI_DEMO.pool
     assert v["swaps_right"] + v["swaps_wrong"] <= v["swaps"]
     assert 0 <= v["clip_right"] <= v["pairs"] - v["ties"]
     page = (out / "index.html").read_text()
@@ -51,3 +59,16 @@ def test_small_world_round_writes_its_reports_and_they_agree_with_the_captions(d
     assert (out / "hallucination.png").stat().st_size > 1000
     # m0 hallucinates on the unbiased scenes (the built-in cause works)
     assert rounds[0]["metrics"]["chair_i"] > 0.15
+
+
+@pytest.mark.slow  # four more rounds on the same world: about 40 s
+def test_the_loop_lowers_hallucination_on_the_small_world_by_the_measured_margin(demo_run, tmp_path):
+    world, out, summary = demo_run
+    deltas = []
+    for seed in SEEDS:
+        rounds = summary["rounds"] if seed == 0 else run_world_demo(
+            tmp_path / f"seed-{seed}", replace(CI_DEMO, seed=seed), progress=False, log=lambda line: None,
+            world=world)["rounds"]
+        deltas.append(rounds[1]["metrics"]["chair_i"] - rounds[0]["metrics"]["chair_i"])
+    mean = sum(deltas) / len(deltas)
+    assert mean < -MARGIN, f"m1 - m0 CHAIRi per seed {[round(d, 3) for d in deltas]}, mean {mean:.3f}"
