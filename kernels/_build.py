@@ -329,55 +329,22 @@ def build_in_subprocess(arches: list[int], *, jobs: int = 1, kernels: list[str] 
                         timeout: float = 900) -> list[dict]:
     """``run`` in ``jobs`` fresh interpreters without TRITON_INTERPRET (shards of the build
     list); the records of every build, in a stable order."""
-    return start_builds(arches, jobs=jobs, kernels=kernels, case_filter=case_filter,
-                        overrides=overrides).result(timeout)
-
-
-class PendingBuilds:
-    """Build subprocesses started by ``start_builds``, running while the caller does other work
-    (the test suite starts them at collection and reads them at the end: the interpreter tests
-    are single-threaded, so the compiler gets the idle core)."""
-
-    def __init__(self, args: list[str], jobs: int, nice: int = 0):
-        self._cache = tempfile.TemporaryDirectory(prefix="judgefree-triton-cache-")
-        self._procs = [subprocess.Popen([sys.executable, "-m", "judgefree.kernels._build", *args, "--shard", f"{i}/{jobs}"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=_worker_env(os.path.join(self._cache.name, str(i))),
-                                        preexec_fn=(lambda: os.nice(nice)) if nice else None)
-                       for i in range(jobs)]
-        self._records: list[dict] | None = None
-
-    def result(self, timeout: float = 900) -> list[dict]:
-        if self._records is None:
-            records = []
-            try:
-                for proc in self._procs:
-                    out, err = proc.communicate(timeout=timeout)
-                    if proc.returncode != 0:
-                        raise RuntimeError(f"building the kernels for the GPU failed:\n{err[-6000:]}")
-                    records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-            finally:
-                self.cancel()
-            self._records = sorted(records, key=lambda r: r["build_index"])
-        return self._records
-
-    def cancel(self) -> None:
-        """Stop what still runs and remove the temporary Triton cache."""
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        self._cache.cleanup()
-
-
-def start_builds(arches: list[int], *, jobs: int = 1, kernels: list[str] | None = None,
-                 case_filter: str | None = None, overrides: dict | None = None, nice: int = 0) -> PendingBuilds:
-    """Start ``run`` in ``jobs`` subprocesses and return at once (``.result()`` waits)."""
     args = [a for arch in arches for a in ("--arch", str(arch))]
     args += [a for k in kernels or [] for a in ("--kernel", k)]
     args += ["--case", case_filter] if case_filter else []
     args += [a for k, v in (overrides or {}).items() for a in ("--set", f"{k}={v!r}")]
-    return PendingBuilds(args, jobs, nice)
+    with tempfile.TemporaryDirectory(prefix="judgefree-triton-cache-") as cache:
+        procs = [subprocess.Popen([sys.executable, "-m", "judgefree.kernels._build", *args, "--shard", f"{i}/{jobs}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=_worker_env(os.path.join(cache, str(i))))
+                 for i in range(jobs)]
+        records = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            if proc.returncode != 0:
+                raise RuntimeError(f"building the kernels for the GPU failed:\n{err[-6000:]}")
+            records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return sorted(records, key=lambda r: r["build_index"])
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -34,28 +34,10 @@ def fresh_seed() -> int:
     return seed
 
 
-BUILD_TESTS = "tests/kernels/test_kernel_builds.py"
-
-
 def pytest_collection_modifyitems(config, items):
-    # The sm_90a builds of every shipped kernel (3-4 minutes of compiler time) run in a
-    # background subprocess from here on, and the tests that read them run last, so the
-    # compiler uses the core that the single-threaded interpreter tests leave idle.
-    builds = [i for i in items if i.nodeid.startswith(BUILD_TESTS) and "builds" in getattr(i, "fixturenames", ())]
-    if builds and len(builds) < len(items):
-        from judgefree.kernels._build import start_builds
-
-        config._judgefree_builds = start_builds([90], jobs=1, nice=5)
-        items[:] = [i for i in items if i not in builds] + builds
     if ON_GPU:
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
-
-
-def pytest_unconfigure(config):
-    pending = getattr(config, "_judgefree_builds", None)
-    if pending is not None:
-        pending.cancel()

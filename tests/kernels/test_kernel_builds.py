@@ -72,12 +72,7 @@ def test_overrides_take_literals_only_and_name_real_globals(monkeypatch):
 # -- the shipped configs, compiled ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def builds(request):
-    """The shipped configs' builds: started at collection by tests/conftest.py when the whole
-    suite runs (they overlap the single-threaded tests), else built here."""
-    pending = getattr(request.config, "_judgefree_builds", None)
-    if pending is not None:
-        return pending.result()
+def builds():
     from judgefree.kernels._build import build_in_subprocess
 
     return build_in_subprocess([90], jobs=2)
