@@ -73,16 +73,14 @@ def assign_splits(diffs: list[float], splits: int) -> list[int]:
 def select(records: list[PairRecord], selection: Selection) -> list[PairRecord]:
     """Orient every record, assign splits to the scored ones and mark the kept ones (order kept)."""
     oriented = [orient(r, swap=selection.on_disagreement == "swap") for r in records]
-    if selection.on_disagreement == "drop":  # CLIP disagrees with the h order: not a pair to learn from
-        oriented = [replace(r, split=None, kept=False) if r.score_diff is not None and r.score_diff < 0 else r
-                    for r in oriented]
-    scored = [i for i, r in enumerate(oriented)
-              if r.score_diff is not None and not (selection.on_disagreement == "drop" and r.score_diff < 0)]
+    # "drop": CLIP disagrees with the h order, not a pair to learn from: no split, never kept
+    scored = [i for i, r in enumerate(oriented) if r.score_diff is not None
+              and not (selection.on_disagreement == "drop" and r.score_diff < 0)]
     split_of = dict(zip(scored, assign_splits([oriented[i].score_diff for i in scored], selection.splits)))
     out = []
     for i, record in enumerate(oriented):
-        if i not in split_of:
-            out.append(record)
+        if i not in split_of:  # unscored (orient already marked it) or dropped
+            out.append(record if record.score_diff is None else replace(record, split=None, kept=False))
             continue
         split = split_of[i]
         if selection.keep_splits is not None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from judgefree.world.grammar import _group_sentence, caption, words_of
+from judgefree.world.grammar import _group_sentence, caption
+from judgefree.world.metric import claims
 from judgefree.world.scenes import CLASS_NAMES, COLOUR_NAMES, PARTNERS, Scene, WorldObject
-from judgefree.world.vocabulary import COLOURS, world_vocabulary
 
 CLIP_NAME = "WorldCLIP"
 WEIGHTS_FILE = "world_clip.safetensors"
@@ -68,20 +67,6 @@ def hard_negative(scene: Scene, rng: np.random.Generator) -> str:
     fake = WorldObject(cls, colour, obj.row, obj.col, obj.size, obj.dx, obj.dy)
     # a wrong colour must be said, or the sentence would be true
     return _group_sentence(rng, cls, colour, [fake], force_colour=wrong_colour)
-
-
-@lru_cache(maxsize=None)
-def claims(sentence: str) -> tuple[tuple[str, str | None], ...]:
-    """The (class, colour or None) pairs a sentence asserts: each class name it says, with the
-    colour word right before it (counts and positions are not checked)."""
-    vocabulary = world_vocabulary()
-    words = words_of(sentence)
-    out = []
-    for i, word in enumerate(words):
-        cls = vocabulary.class_of(word)
-        if cls is not None:
-            out.append((cls, words[i - 1] if i and words[i - 1] in COLOURS else None))
-    return tuple(out)
 
 
 def holds(sentence_claims: tuple[tuple[str, str | None], ...], scene: Scene) -> bool:

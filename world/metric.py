@@ -5,6 +5,7 @@ a colour word right before the name of an object the scene holds, naming another
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 from judgefree.evaluation.chair import CaptionScore, score_caption, summarize
@@ -45,20 +46,26 @@ class WorldMetrics:
         return asdict(self)
 
 
-def score(text: str, scene: Scene) -> WorldScore:
-    """One caption of ``scene``."""
+@lru_cache(maxsize=8192)  # the CLIP's training labels ask again for the grammar's few thousand sentences
+def claims(text: str) -> tuple[tuple[str, str | None], ...]:
+    """The (class, colour or None) pairs a text asserts: each class name it says, with the
+    colour word right before it (counts and positions are not checked)."""
     vocabulary = world_vocabulary()
-    chair = score_caption(text, scene.classes(), vocabulary, image_id=scene.seed, question_id=scene.scene_id)
-    colours = scene.colours()
     words = words_of(text)
-    coloured = wrong = 0
+    out = []
     for i, word in enumerate(words):
         cls = vocabulary.class_of(word)
-        if cls is None or cls not in colours or i == 0 or words[i - 1] not in COLOURS:
-            continue
-        coloured += 1
-        wrong += words[i - 1] != colours[cls]
-    return WorldScore(chair, coloured, wrong)
+        if cls is not None:
+            out.append((cls, words[i - 1] if i and words[i - 1] in COLOURS else None))
+    return tuple(out)
+
+
+def score(text: str, scene: Scene) -> WorldScore:
+    """One caption of ``scene``."""
+    chair = score_caption(text, scene.classes(), world_vocabulary(), image_id=scene.seed, question_id=scene.scene_id)
+    colours = scene.colours()
+    said = [(cls, colour) for cls, colour in claims(text) if colour is not None and cls in colours]
+    return WorldScore(chair, len(said), sum(colour != colours[cls] for cls, colour in said))
 
 
 def corpus(scores: list[WorldScore], texts: list[str] | None = None) -> WorldMetrics:

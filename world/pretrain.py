@@ -43,7 +43,7 @@ def pretrain_visual(visual, pixels, scenes: list[Scene], steps: int, batch_size:
     torch.manual_seed(seed)
     width = visual.conv1.out_channels
     targets = labels(scenes)
-    head = _Head(width, targets.shape[1])
+    head = _head(width, targets.shape[1])
     params = [*visual.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     rng = np.random.default_rng([seed, 0x9E7])
@@ -63,22 +63,20 @@ def pretrain_visual(visual, pixels, scenes: list[Scene], steps: int, batch_size:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-class _Head:
-    """Four learned queries attend over the tokens; their pooled features give the label logits."""
+def _head(width: int, outputs: int, hidden: int = 96, queries: int = 4):
+    """Four learned queries attend over the patch tokens; their pooled features give the label logits."""
+    import torch
 
-    def __new__(cls, width: int, outputs: int, hidden: int = 96, queries: int = 4):
-        import torch
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.GELU())
+            self.queries = torch.nn.Parameter(torch.randn(queries, hidden) * 0.02)
+            self.out = torch.nn.Linear(hidden * queries, outputs)
 
-        class Head(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.inp = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.GELU())
-                self.queries = torch.nn.Parameter(torch.randn(queries, hidden) * 0.02)
-                self.out = torch.nn.Linear(hidden * queries, outputs)
+        def forward(self, tokens):
+            z = self.inp(tokens[:, 1:])  # patch tokens, as the seed LLaVA reads them
+            attention = torch.softmax(torch.einsum("btd,qd->bqt", z, self.queries), dim=-1)
+            return self.out(torch.einsum("bqt,btd->bqd", attention, z).flatten(1))
 
-            def forward(self, tokens):
-                z = self.inp(tokens[:, 1:])  # patch tokens, as the seed LLaVA reads them
-                attention = torch.softmax(torch.einsum("btd,qd->bqt", z, self.queries), dim=-1)
-                return self.out(torch.einsum("bqt,btd->bqd", attention, z).flatten(1))
-
-        return Head()
+    return Head()

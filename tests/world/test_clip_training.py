@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from judgefree.world.clip import CachedTokens, claims, hard_negative, holds, positive_sentence
-from judgefree.world.metric import score
+from judgefree.world.clip import CachedTokens, hard_negative, holds, positive_sentence
+from judgefree.world.metric import claims, score
 from judgefree.world.pretrain import labels
 from judgefree.world.scenes import CLASS_NAMES, COLOUR_NAMES, EVAL_SEED_START, WEB_SEED_START, make_scene, scenes, web_scenes
 
