@@ -55,6 +55,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     merge_lora: bool = True
     kept_only: bool = True
+    # Ignore the store's recorded reference log-probs and compute them with the model being
+    # trained (needed to train on pairs another model generated: their reference is that model's).
+    recompute_reference: bool = False
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
@@ -124,6 +127,7 @@ RESUME_FREE = frozenset({"save_every", "keep_checkpoints"})
 # cannot change what an old run is taken to have used.
 ADDED_SETTINGS: dict[str, Any] = {
     "logprobs": "auto",  # before TrainConfig.logprobs, the policy always used kernels.linear_logprobs
+    "recompute_reference": False,  # before it, the store's recorded reference was always used
 }
 
 

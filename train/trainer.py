@@ -37,7 +37,7 @@ from judgefree.train.losses import dpo_loss
 from judgefree.train.metrics import MetricsLog, StepStats
 from judgefree.train.model import LoadedPolicy, load_policy
 from judgefree.train.policy import ResponseLogprobs, batch_logprobs
-from judgefree.train.reference import fill_reference, policy_scorer
+from judgefree.train.reference import check_reference_model, fill_reference, policy_scorer
 
 RESULT = "result.json"
 
@@ -186,6 +186,7 @@ class _Run:
             raise ValueError(f"{len(examples)} pairs to train on, fewer than batch_size={batch_size}; "
                              "lower --batch-size")
         plan = StepPlan(len(examples), batch_size, config.epochs, config.seed, config.max_steps)
+        fingerprint = self._check_reference_source(examples)  # before the model loads: a refusal is quick
         _seed_everything(config.seed)  # LoRA's initial A matrices come from torch's RNG
         loaded = load_policy(self.model_path, config, ctx.device, ctx.world_size)
         if loaded.pixels is not None:  # an image model reads every pair's image: it must be unchanged
@@ -196,7 +197,7 @@ class _Run:
         if ctx.distributed:
             param_dtype = loaded.compute_dtype if loaded.compute_dtype != torch.float32 else None
             D.shard_policy(policy, loaded.architecture.decoder(loaded.model).layers, ctx, param_dtype)
-        computed = self._fill_reference(examples, loaded, policy)
+        computed = self._fill_reference(examples, loaded, policy, fingerprint)
 
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.resolved_learning_rate(ctx.world_size),
@@ -257,10 +258,39 @@ class _Run:
         stats.reduce(ctx, stats.grad_norm_tensor, time.perf_counter() - begin)
         return stats
 
-    def _fill_reference(self, examples, loaded: LoadedPolicy, policy: ResponseLogprobs) -> int:
+    def _check_reference_source(self, examples) -> str | None:
+        """The store's recorded reference log-probs are the generating model's: refuse them for
+        another model (``check_reference_model``), or drop them when ``recompute_reference`` asks
+        (they are then computed like missing ones). Rank 0 reads the weights once and every rank
+        gets its verdict; returns the model's fingerprint digest when it was computed."""
+        from judgefree.fingerprint import model_fingerprint
+        from judgefree.store.pair_store import PairStore
+
+        if self.config.recompute_reference:
+            for e in examples:
+                e.chosen_ref = e.rejected_ref = None
+            return None
+        store_model = PairStore(self.pairs_path, verify=False).model
+        if store_model is None or not (Path(self.model_path) / "config.json").is_file():
+            return None  # nothing recorded to compare with; a bad model folder is load_policy's to report
+        digest, refusal = None, None
+        if self.ctx.is_main:
+            try:
+                fingerprint = model_fingerprint(self.model_path)
+                digest = fingerprint["digest"]
+                check_reference_model(store_model, fingerprint, self.pairs_path)
+            except (ValueError, OSError) as err:
+                refusal = str(err)
+        digest, refusal = D.broadcast_object((digest, refusal), self.ctx)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return digest
+
+    def _fill_reference(self, examples, loaded: LoadedPolicy, policy: ResponseLogprobs, fingerprint: str | None) -> int:
         """Reference log-probs for pairs whose store lacks them, from the initial weights (every
         rank scores its share, rank 0 saves them beside the store)."""
         score = policy_scorer(policy, loaded.pad_id, loaded.pixels, self.ctx, self.config.micro_batch_size)
-        computed = fill_reference(examples, self.pairs_path, loaded.source, score, write=self.ctx.is_main)
+        computed = fill_reference(examples, self.pairs_path, loaded.source, score, write=self.ctx.is_main,
+                                  fingerprint=fingerprint)
         D.barrier(self.ctx)
         return computed
