@@ -3,7 +3,9 @@
 The engine records every response's log p_cond under the model that generated it, which is
 the DPO reference, so normally nothing runs here. A store without them (written by another
 tool, or with log-probs that do not match the tokens) gets one no-grad pass of the initial
-model; the results go to ``STORE/reference_logprobs.parquet`` (written atomically), keyed by
+model; the results go to ``STORE/reference_logprobs.parquet`` (written atomically, merged into
+what is there under the file's lock ``STORE/.reference_logprobs.parquet.lock``, so two trainers of
+one store lose no entry of each other's), keyed by
 the sequence's content and its image and tagged with the model's fingerprint, and are reused
 next time.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from judgefree.errors import FolderLocked
 from judgefree.io import read_parquet, write_atomic
+from judgefree.locks import FolderLock
 from judgefree.train.data import DPOExample
 
 REFERENCE_FILE = "reference_logprobs.parquet"
+# The lock covers one read-merge-write of the file (never the scoring), so a second trainer
+# waits for it rather than failing after its forward pass.
+LOCK_WAIT_S = 120.0
 _SCHEMA = pa.schema([("key", pa.string()), ("logprobs", pa.list_(pa.float32()))])
 # Tokens scored for a list of examples: [(chosen log-probs, rejected log-probs), ...].
 Scorer = Callable[[list[DPOExample]], list[tuple[list[float], list[float]]]]
@@ -94,11 +102,27 @@ def _save(path: Path, entries: dict[str, list[float]], fingerprint: str, model: 
     write_atomic(path, sink.getvalue().to_pybytes())
 
 
+def _lock(path: Path, wait: float) -> FolderLock:
+    """The file's lock (``judgefree.locks``), retried for ``wait`` seconds; then ``FolderLocked``
+    naming its holder."""
+    lock = FolderLock.for_file(path, "judgefree train: saving reference log-probs")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return lock.acquire()
+        except FolderLocked:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def fill_reference(examples: list[DPOExample], store_path: str | Path, model_folder: str | Path,
-                   score: Scorer, *, write: bool = True, fingerprint: str | None = None) -> int:
+                   score: Scorer, *, write: bool = True, fingerprint: str | None = None,
+                   lock_wait: float = LOCK_WAIT_S) -> int:
     """Give every example reference log-probs: from the store, else the sidecar file, else
     ``score`` (run once, then saved when ``write``). Returns how many were computed now.
-    ``fingerprint``: ``model_folder``'s digest when the caller has it (else computed here)."""
+    ``fingerprint``: ``model_folder``'s digest when the caller has it (else computed here);
+    ``lock_wait``: how long the save waits for another writer of the file."""
     todo = missing(examples)
     if not todo:
         return 0
@@ -115,13 +139,18 @@ def fill_reference(examples: list[DPOExample], store_path: str | Path, model_fol
         scored = score([examples[i] for i in unknown])
         if len(scored) != len(unknown):
             raise RuntimeError(f"reference scorer returned {len(scored)} results for {len(unknown)} pairs")
+        new: dict[str, list[float]] = {}
         for i, (chosen, rejected) in zip(unknown, scored):
             e = examples[i]
             if len(chosen) != len(e.chosen_ids) or len(rejected) != len(e.rejected_ids):
                 raise RuntimeError(f"reference scorer returned the wrong number of log-probs for pair {e.pair_id}")
-            saved[key(e, "chosen")], saved[key(e, "rejected")] = list(chosen), list(rejected)
+            new[key(e, "chosen")], new[key(e, "rejected")] = list(chosen), list(rejected)
         if write:
-            _save(path, saved, fingerprint, str(Path(model_folder).resolve()))
+            with _lock(path, lock_wait):  # read again: another trainer may have saved since
+                saved = {**saved, **_load(path, fingerprint), **new}
+                _save(path, saved, fingerprint, str(Path(model_folder).resolve()))
+        else:
+            saved.update(new)
     for i in todo:
         e = examples[i]
         e.chosen_ref, e.rejected_ref = saved[key(e, "chosen")], saved[key(e, "rejected")]
