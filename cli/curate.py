@@ -1,7 +1,8 @@
 """``judgefree curate``: CLIP-score both responses of every pair sentence by sentence, swap
 chosen/rejected where chosen scores lower, sort by score difference into splits and keep some.
 
-Writes the curated pair store, ``histogram.png`` and a summary (also in the manifest).
+Writes the curated pair store, ``histogram.png`` and a summary (also in the manifest). A pair
+with an empty response (nothing CLIP can score) is dropped: counted in the summary and listed.
 Rerunning resumes the scoring; changing only --splits/--keep/--keep-diff re-selects without
 re-scoring.
 """

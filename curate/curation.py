@@ -34,7 +34,7 @@ from tqdm import tqdm
 from judgefree.curate.clip_score import ClipScorer, PairScore
 from judgefree.curate.histogram import write_histogram
 from judgefree.store.records import PairRecord
-from judgefree.curate.selection import Selection, kept_ranges, select, summarize
+from judgefree.curate.selection import Selection, empty_sides, kept_ranges, select, summarize
 from judgefree.distributed import Ranks, lock_folder, strided
 from judgefree.errors import DamagedFile, FolderLocked
 from judgefree.io import read_parquet, remove_stale_tmp, write_atomic, write_json_atomic
@@ -271,8 +271,13 @@ def _select_and_write(source: PairStore, pairs: Path, out: Path, lock: FolderLoc
     scored = [_with_scores(r, scores.get(r.pair_id)) for r in records]
     selected = select(scored, selection)
     summary = summarize(selected, selection)
-    skipped = [{"image": r.image, "pair_id": r.pair_id, "reason": failed[r.pair_id]}
-               for r in records if r.pair_id in failed]
+    skipped = []
+    for r in scored:  # what no split holds, and why: a failed image, or a response with no text
+        if r.pair_id in failed:
+            skipped.append({"image": r.image, "pair_id": r.pair_id, "reason": failed[r.pair_id]})
+        elif empty_sides(r):
+            skipped.append({"image": r.image, "pair_id": r.pair_id,
+                            "reason": f"{' and '.join(empty_sides(r))} response empty (no text to score): pair dropped"})
     writer = StoreWriter(out, stage="curated", overwrite=True, model=source.model, lock=lock, settings={
         "clip": clip_settings, "selection": asdict(selection), "source": str(pairs.resolve()),
         "generation": source.settings,

@@ -8,7 +8,10 @@ modes: ``"drop"`` keeps the generation's roles and drops such pairs (never kept,
 into ``splits`` groups of equal size: split 0 holds the smallest differences, split k-1 the
 largest. A pair is kept when its split is among ``keep_splits`` or its difference lies in
 ``keep_diff`` (inclusive); with neither, every scored pair is kept. Pairs without both scores
-(empty text, unreadable image) get no split and are not kept.
+get no split and are not kept: an unreadable image (curation lists the pair as skipped), or a
+response with no text to score (empty, blanks or punctuation only: 0 segments). Such a pair is
+dropped rather than decided by its empty side: CLIP cannot verify it, and the kept splits are
+defined by score differences it has none of. The summary counts them as ``empty_response``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ class Selection:
             lo, hi = self.keep_diff
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
                 raise ValueError(f"keep_diff must be a finite range LO <= HI, got {self.keep_diff}")
+
+
+def empty_sides(record: PairRecord) -> list[str]:
+    """The roles ("chosen", "rejected") of ``record`` that CLIP scored and found no text in."""
+    return [role for role in ("chosen", "rejected")
+            if getattr(record, f"{role}_score") is None and getattr(record, f"{role}_segments") == 0]
 
 
 def orient(record: PairRecord, swap: bool = True) -> PairRecord:
@@ -123,6 +132,7 @@ def summarize(records: list[PairRecord], selection: Selection) -> dict[str, Any]
         "pairs": len(records),
         "scored": len(scored),
         "unscored": len(records) - len(scored),
+        "empty_response": sum(bool(empty_sides(r)) for r in records),  # of the unscored: dropped
         "swapped": swaps,
         "swap_rate": swaps / len(scored) if scored else None,
         "on_disagreement": selection.on_disagreement,
@@ -137,8 +147,10 @@ def summarize(records: list[PairRecord], selection: Selection) -> dict[str, Any]
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable report of ``summarize``'s result."""
     rate = "n/a" if summary["swap_rate"] is None else f"{summary['swap_rate']:.1%}"
+    empty = summary.get("empty_response")  # summaries written before the count lack it
+    unscored = f"{summary['unscored']}" + (f" ({empty} with an empty response (dropped))" if empty else "")
     lines = [
-        f"pairs {summary['pairs']}: scored {summary['scored']}, unscored {summary['unscored']}, "
+        f"pairs {summary['pairs']}: scored {summary['scored']}, unscored {unscored}, "
         f"swapped {summary['swapped']} ({rate}), kept {summary['kept']}",
     ]
     mode = summary.get("on_disagreement", "swap")  # summaries written before the modes existed

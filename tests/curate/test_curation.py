@@ -132,6 +132,31 @@ def test_image_gone_before_curation_is_skipped_and_listed(tmp_path, photo_dir, t
     assert report.summary["unscored"] == 1 and report.summary["scored"] == len(list(images_dir.iterdir()))
 
 
+def test_a_pair_with_an_empty_response_is_dropped_counted_and_listed(generated, tmp_path, tiny_scorer):
+    source = PairStore(generated)
+    records = list(source.records())
+    records[1] = dataclasses.replace(records[1], rejected_text="")  # the engine stopped at once
+    records[3] = dataclasses.replace(records[3], chosen_text=" \n ")
+    with StoreWriter(generated, stage="generated", settings=source.settings, overwrite=True) as writer:
+        writer.append(records)
+    out = tmp_path / "cur"
+    report = curate_store(generated, out, tiny_scorer, Selection(splits=2), clip_settings=CLIP, progress=False)
+    assert report.summary["empty_response"] == 2
+    assert report.summary["scored"] == len(records) - len(report.skipped)  # the two, and any failed image
+    empty = [e for e in report.skipped if "empty" in e["reason"]]
+    assert [e["pair_id"] for e in empty] == [records[1].pair_id, records[3].pair_id]
+    assert "rejected" in empty[0]["reason"] and "chosen" in empty[1]["reason"]
+    by_id = {r.pair_id: r for r in PairStore(out).records()}
+    for record in (records[1], records[3]):
+        stored = by_id[record.pair_id]
+        assert stored.kept is False and stored.split is None and stored.swapped is None
+    assert PairStore(out).manifest["summary"]["empty_response"] == 2
+    # A rerun reuses the stored scores and reports the same.
+    again = curate_store(generated, out, tiny_scorer, Selection(splits=2), clip_settings=CLIP, progress=False)
+    assert again.newly_scored == 0 and again.summary["empty_response"] == 2
+    assert [e for e in again.skipped if "empty" in e["reason"]] == empty
+
+
 def test_bad_inputs_and_outputs_are_refused(generated, tmp_path, tiny_scorer):
     with pytest.raises(ValueError, match="--out must differ"):
         curate_store(generated, generated, tiny_scorer, Selection(), clip_settings=CLIP)

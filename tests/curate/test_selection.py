@@ -140,3 +140,22 @@ def test_summary_text_names_the_disagreement_mode():
     for mode, words in (("drop", "1 pairs: dropped"), ("ignore", "1 pairs: kept as generated")):
         selection = Selection(splits=1, on_disagreement=mode)
         assert words in format_summary(summarize(select(_records(scores), selection), selection))
+
+
+def test_a_pair_with_an_empty_response_is_dropped_and_counted():
+    """CLIP cannot score a response with no text (0 segments): the pair gets no split, is never
+    kept, and the summary counts it apart from the pairs whose scoring failed."""
+    import dataclasses
+
+    scored = _records([(0.9, 0.1), (0.2, 0.5), (0.6, 0.5)])
+    empty_rejected = dataclasses.replace(make_record(3, 0.7, None), rejected_segments=0)
+    empty_both = dataclasses.replace(make_record(4, None, None), chosen_segments=0, rejected_segments=0)
+    failed = dataclasses.replace(make_record(5, None, None), chosen_segments=None, rejected_segments=None)
+    selection = Selection(splits=1)
+    out = select(scored + [empty_rejected, empty_both, failed], selection)
+    assert [(r.split, r.kept) for r in out[3:]] == [(None, False)] * 3
+    summary = summarize(out, selection)
+    assert (summary["scored"], summary["unscored"], summary["empty_response"]) == (3, 3, 2)
+    assert "2 with an empty response (dropped)" in format_summary(summary)
+    older = {k: v for k, v in summary.items() if k != "empty_response"}  # a summary stored before the count
+    assert "empty response" not in format_summary(older)
