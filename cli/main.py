@@ -15,7 +15,7 @@ import sys
 from judgefree import __version__
 from judgefree.errors import exit_code, one_line
 
-SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate", "improve", "store", "world")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "eval", "generate", "curate", "improve", "store", "world", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

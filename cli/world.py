@@ -32,4 +32,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"world: {folder}\n  CLIP: {folder / 'clip'}\n  m0:   {folder / 'm0'}\n  built in {built['seconds']:.0f} s; "
           f"m0 on {m['captions']} evaluation scenes: CHAIRs {m['chair_s']:.1%} CHAIRi {m['chair_i']:.1%} "
           f"recall {m['recall']:.1%} attribute errors {m['attribute_error']:.1%}")
+    _stale_hint(folder.parent)
     return 0
+
+
+def _stale_hint(root) -> None:
+    """Worlds of older versions are never read again; say how to remove them (not done here:
+    the cache may be shared with a checkout of another version)."""
+    from judgefree.assets.cache import entries
+    from judgefree.cli.cache import state
+
+    stale = [e for e in entries(root) if state(e) == "stale"]
+    if stale:
+        print(f"  {len(stale)} worlds of other versions in {root} ({sum(e.bytes for e in stale) / 2**20:.0f} MB): "
+              "`judgefree cache list` shows them, `judgefree cache prune` removes them")

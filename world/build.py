@@ -10,6 +10,7 @@ Deterministic from the config (torch seeded, fixed thread count per run recorded
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,11 +18,32 @@ from pathlib import Path
 from judgefree.world.config import WorldConfig
 
 
+CACHE_PREFIX = "world-"
+_CACHE_NAME = re.compile(r"world-[0-9a-f]{10}")
+
+
+def cache_name(config: WorldConfig) -> str:
+    """The world's folder in the assets cache: ``world-<config.key()>``."""
+    return f"{CACHE_PREFIX}{config.key()}"
+
+
+def is_world_cache(name: str) -> bool:
+    return _CACHE_NAME.fullmatch(name) is not None
+
+
+def current_cache_names() -> set[str]:
+    """The world folders this version builds (the demo's and the CI test's); any other
+    ``world-<key>`` in the cache is an older version's (``judgefree cache prune`` removes it)."""
+    from judgefree.world.config import SMALL
+
+    return {cache_name(WorldConfig()), cache_name(SMALL)}
+
+
 def world_folder(config: WorldConfig = WorldConfig(), cache_dir=None, log=print) -> Path:
     """The built world of ``config`` (built on first use, then read from the cache)."""
     from judgefree.assets.cache import cached_folder
 
-    return cached_folder(f"world-{config.key()}", lambda tmp: build(tmp, config, log), cache_dir)
+    return cached_folder(cache_name(config), lambda tmp: build(tmp, config, log), cache_dir)
 
 
 def build(folder: Path, config: WorldConfig, log=print) -> dict:
