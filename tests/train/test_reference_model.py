@@ -76,3 +76,23 @@ def test_the_option_reaches_the_config_and_old_runs_resume():
     older = {k: v for k, v in current.items() if k != "recompute_reference"}  # a train.json from before the option
     assert resume_differences(older, current) == []
     assert resume_differences(older, {**current, "recompute_reference": True}) == ["recompute_reference"]
+
+
+def test_under_torchrun_every_rank_gets_the_refusal(train_llava_dir, llava_records, tmp_path):
+    """Rank 0 alone reads the weights; the verdict reaches rank 1, which must not wait forever."""
+    import os
+    import subprocess
+    import sys
+
+    other = _other_model(tmp_path)
+    store = _store(tmp_path / "curated", llava_records, other)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "judgefree.train.launch", "--model", str(train_llava_dir), "--pairs", str(store),
+               "--out", str(tmp_path / "two"), "--device", "cpu", "--no-progress", "--batch-size", "2",
+               "--micro-batch-size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode != 0
+    # Both ranks stop with the one-line error (their lines may interleave: count, don't split).
+    assert done.stderr.count("judgefree.train.launch: error:") == 2, done.stderr[-3000:]
+    assert done.stderr.count(f"(fingerprint {other['digest']})") == 2
