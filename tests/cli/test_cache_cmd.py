@@ -40,9 +40,19 @@ def cache(tmp_path, monkeypatch):
     return root
 
 
-def test_the_current_worlds_are_the_ones_this_version_builds():
-    assert current_cache_names() == {cache_name(WorldConfig()), cache_name(SMALL)}
-    assert cache_name(WorldConfig()) != cache_name(SMALL) and STALE not in current_cache_names()
+def test_the_worlds_this_version_builds_are_listed_as_current(tmp_path, monkeypatch, capsys):
+    """What ``world_folder`` really builds (its build stubbed) is what ``cache list`` calls current."""
+    import judgefree.world.build as world_build
+
+    monkeypatch.setattr(world_build, "build", lambda tmp, config, log: (tmp / "build.json").write_text("{}"))
+    root = tmp_path / "cache"
+    built = {world_build.world_folder(config, root).name for config in (WorldConfig(), SMALL)}
+    assert built == current_cache_names() and len(built) == 2
+    _entry(root, STALE, 10)
+    assert main(["cache", "list", "--cache-dir", str(root)]) == 0
+    states = {line.split()[-1]: line.split()[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("  ")}
+    assert states == {**{name: "current" for name in built}, STALE: "stale"}
 
 
 def test_list_shows_every_entry_with_its_state_and_size(cache, capsys):
