@@ -1,12 +1,13 @@
 """``judgefree cache``: see and prune the assets cache ($JUDGEFREE_CACHE or ~/.cache/judgefree).
 
 ``judgefree cache list`` shows every folder with its size and state: ``current`` (a world this
-version builds), ``stale`` (the world of another version: its parameters changed, so this
-version never reads it; a checkout of that version sharing the cache would build it again), ``leftover`` (the temporary folder of a killed build), or ``other`` (an
-asset this command does not judge: the converted SmolLM2, the demo models). ``judgefree cache
-prune`` removes the stale and leftover ones; ``prune NAME ...`` removes the named entries (any
-state, e.g. to force a rebuild); ``--dry-run`` only says what would go. A folder being built is
-never removed (its build lock is held): it is reported and kept.
+version builds), ``stale`` (the world of another version: its parameters changed, so this version
+never reads it; a checkout of that version sharing the cache would build it again), ``leftover``
+(the temporary folder of a killed build), or ``other`` (an asset this command does not judge: the
+converted SmolLM2, the demo models). ``judgefree cache prune`` removes the stale and leftover
+ones; ``prune NAME ...`` removes the named entries (any state, e.g. to force a rebuild: a job
+reading that folder at the time loses it); ``--dry-run`` only says what would go. A folder being
+built is never removed (its build lock is held): it is reported and kept.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def _list(args: argparse.Namespace) -> int:
     found = entries(root)
     print(f"cache {root}: {len(found)} entries, {_mb(sum(e.bytes for e in found))}")
     for entry in found:
-        shown = entry.path.name
-        print(f"  {state(entry):<8} {_mb(entry.bytes):>10}  {shown}{'' if entry.complete or entry.leftover else ' (incomplete)'}")
+        note = "" if entry.complete or entry.leftover else " (incomplete)"
+        print(f"  {state(entry):<8} {_mb(entry.bytes):>10}  {entry.path.name}{note}")
     prunable = [e for e in found if state(e) in ("stale", "leftover")]
     if prunable:
         print(f"{len(prunable)} stale or leftover ({_mb(sum(e.bytes for e in prunable))}): "
