@@ -130,6 +130,16 @@ def response_rows(model, pairs: list[dict], role: str) -> tuple[torch.Tensor, to
     return torch.cat(rows), torch.cat(targets), drift
 
 
+def compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n: int, block_v: int, eps: float) -> float:
+    """Tiles a backward would run if, per vocab tile, it packed only the rows live there into
+    dense ``block_n``-row tiles (a design not built: rows gathered by index), over today's tiles."""
+    from judgefree.kernels.linear_logprobs_filter import live_tiles
+
+    per_row = live_tiles(tile_max, lse, target_logp, targets, valid, 1, block_v, eps)  # [N, v_blocks]
+    packed = (per_row.sum(0, dtype=torch.int64) + block_n - 1) // block_n
+    return float(packed.sum()) / (-(-per_row.shape[0] // block_n) * per_row.shape[1])
+
+
 def measure(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, grad: torch.Tensor | None,
             eps_list: list[float], error_eps: float | None, block_n: int = 128, block_v: int = 128,
             frozen_block_v: int = 256) -> list[dict]:
@@ -160,7 +170,8 @@ def measure(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, grad: torch
                     mean_p_target=float(target_logp.exp().mean()),
                     # what finer row tiles would keep (the kernel's are block_n rows; 1: per row)
                     rows_live={rows: float(live_tiles(tile_max, lse, target_logp, targets, valid, rows, block_v,
-                                                      eps).double().mean()) for rows in ROW_TILES})
+                                                      eps).double().mean()) for rows in ROW_TILES},
+                    compacted=compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n, block_v, eps))
                for eps, (live, live_frozen) in zip(eps_list, verdicts)]
     if grad is None or error_eps not in eps_list:
         return summary
@@ -261,11 +272,13 @@ def main(argv: list[str] | None = None) -> None:
                     f"{m['confident']:.1%} | {m['live']:.1%} | {m['live_frozen']:.1%} " + cells)
                 print(lines[-1], flush=True)
                 finer.append(f"| {role} | 2^{math.log2(m['eps']):.0f} | "
-                             + " | ".join(f"{m['rows_live'][r]:.1%}" for r in ROW_TILES) + f" | {m['live']:.1%} |")
+                             + " | ".join(f"{m['rows_live'][r]:.1%}" for r in ROW_TILES)
+                             + f" | {m['live']:.1%} | {m['compacted']:.1%} |")
         lines += ["", "The same verdicts at finer row tiles (what a smaller BLOCK_N would keep; 1 row: the "
                   "intrinsic sparsity of d logits at 128 vocabulary ids):", "",
                   "| responses | eps | " + " | ".join(f"{r} row{'s' if r > 1 else ''}" for r in ROW_TILES)
-                  + " | 128 rows (shipped) |", "|---|---|" + "---|" * (len(ROW_TILES) + 1)] + finer + [""]
+                  + " | 128 rows (shipped) | live rows packed per vocab tile into 128-row tiles (not built) |",
+                  "|---|---|" + "---|" * (len(ROW_TILES) + 2)] + finer + [""]
     head = [f"Gradient filtering on real DPO data: SmolLM2-135M-Instruct (H = 576, V = 49152), its own samples "
             f"from the engine (text-only two-path decoding), teacher-forced, round 0 (policy = reference), "
             f"DPO beta {args.beta:g}; up to {args.max_new_tokens} new tokens per response, seed {args.seed}; "
@@ -276,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             "`live_tiles` keeps; bounds: the documented per-element bound's largest value over the exact "
             "gradient's largest magnitude (every dropped element was checked to be within it).", ""]
     load_end = os.getloadavg()
-    table = "\n".join(head + lines) + f"load average at end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f}\n"
+    table = "\n".join(head + lines) + f"\nload average at end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f}\n"
     print()
     print(table)
     if args.out:
