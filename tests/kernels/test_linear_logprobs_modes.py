@@ -145,6 +145,28 @@ def test_filtered_gradients_stay_within_the_documented_bound(deterministic, fres
     assert torch.all((filtered[2] - exact[2]).double().abs() <= bound_weight + slack)
 
 
+def test_deterministic_filtered_is_bit_identical_across_runs_and_split_counts(fresh_seed):
+    """Filtering under ``deterministic=True``: the forward's verdicts come from its one split per
+    vocab block, so the dropped tiles, and with them the gradients, do not depend on the split
+    counts either; the filter has tiles to drop here and the result stays within its bound."""
+    hidden, weight, targets, grad_out = _inputs(45, 40, 700, seed=fresh_seed, scale=0.1)
+    hidden += 6.0 * weight[torch.where(targets == IGNORE, 0, targets)]  # confident rows: dead tiles
+    targets[7] = (targets[7] + 350) % 700 if targets[7] != IGNORE else 3  # one unlikely target: kept
+    eps = 1e-3
+    runs = [_run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, _config(vs, ts), deterministic=True,  # noqa: B023
+                                                        filter_eps=eps), hidden, weight, targets, grad_out)
+            for vs, ts in ((1, 1), (3, 2), (3, 2))]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+    exact = _run(lambda h, w, t: linear_logprobs_triton(h, w, t, IGNORE, _config(1, 1), deterministic=True),
+                 hidden, weight, targets, grad_out)
+    assert torch.equal(runs[0][0], exact[0]) and not torch.equal(runs[0][2], exact[2])  # something was dropped
+    bound_hidden, bound_weight, _, _ = _filter_bounds(hidden, weight, targets, grad_out, eps)
+    for got, ref, bound in ((runs[0][1], exact[1], bound_hidden), (runs[0][2], exact[2], bound_weight)):
+        assert torch.all((got - ref).double().abs() <= bound + 1e-6 * max(1.0, float(ref.abs().max())))
+
+
 @pytest.mark.parametrize("block_n", [16, 32])
 def test_forward_tile_verdicts_match_the_float64_criterion_and_skip_the_same_gradient(block_n, fresh_seed):
     """``live_tiles`` (from the forward's tile maxima, lse and target log-probs) marks a tile
