@@ -39,6 +39,11 @@ H100 = GPUModel("H100 SXM", 3.35e12, 3.0e12, 7.0e12, 50e6, 132, 1.98e9, 4.0, 790
 H200 = GPUModel("H200", 4.8e12, 4.3e12, 7.0e12, 50e6, 132, 1.98e9, 4.0, 790e12, 600e-9, 250e-9)
 GPUS = (H100, H200)
 SEARCH_PASSES = 4  # mix_sample's threshold search passes per filter (docs/mix_sample.md: 4-7 for top-k + top-p)
+# mix_sample's top-p candidate path: candidates p >= (1 - top_p) / V as a fraction of V (measured on the
+# real SmolLM2-135M at T = 1, h = 0.5, top-p 0.9: median 3.6 %, 90th percentile 9.2 %; the model takes
+# the 90th percentile), and the exact search's passes over tau's bucket (a few hundred values)
+CANDIDATE_FRACTION = 0.092
+DENSE_SEARCH_PASSES = 3
 
 
 def assumptions() -> list[str]:
@@ -57,7 +62,10 @@ def assumptions() -> list[str]:
         f"{g.l2_latency * 1e9:.0f} ns L2).",
         "Data reuse: a re-read hits L2 when the data in use by the resident CTAs fits in L2, otherwise it is "
         "counted again from HBM.",
-        f"mix_sample: {SEARCH_PASSES} threshold-search passes with top-p, none without; top-k off.",
+        f"mix_sample: top-p rows take the candidate path: candidates are {CANDIDATE_FRACTION:.1%} of V (the 90th "
+        f"percentile measured on SmolLM2-135M), one block per chunk in every per-row loop, {DENSE_SEARCH_PASSES} "
+        f"exact-search passes on tau's bucket; the full search ({SEARCH_PASSES} passes) only for rows it cannot "
+        "serve (not modelled); top-k off.",
         f"Launches: each kernel launch adds a fixed {g.launch * 1e6:.1f} us to its bound (assumed: the gap between "
         "dependent kernels plus the first wave's ramp; nearer 1 us inside a CUDA graph, 3-5 us for eager launches "
         "from Python). A multi-kernel op pays it once per launch.",
@@ -152,16 +160,19 @@ def _row_launch(record: dict, batch: int, instructions: float, unmodelled: int, 
 
 # the per-row kernels' top-level branches (test text) a row without filters / with top-p skips
 _FULL_SKIPPED = {False: {"contrast", "(top_k > 0) & (top_k < V)", "greedy"},
-                 True: {"contrast", "(top_k > 0) & (top_k < V)", "top_p < 1.0", "greedy", "~skip"}}
+                 True: {"contrast", "(top_k > 0) & (top_k < V)", "(top_p < 1.0) & ~skip", "greedy", "~skip"}}
 
 
-def mix_sample(stats: dict, one_chunk: dict, record: dict, batch: int, vocab: int, dtype_bytes: int, paths: int,
-               top_p: bool, chunk: int = 2048) -> list[Work]:
-    """Three launches: the chunk statistics (one program per (row, chunk), straight-line code,
-    every logit read once), the one-chunk draw (rows without filters: their partials and one
-    chunk) and the per-row kernel (the rest: SEARCH_PASSES search passes and a draw pass over
-    the row; re-reads hit L2 when the batch's logits fit in it). A row runs only the
-    straight-line code of the branches it takes (``_straight_line``)."""
+def mix_sample(records: dict[str, dict], batch: int, vocab: int, dtype_bytes: int, paths: int, top_p: bool,
+               chunk: int = 2048) -> list[Work]:
+    """The launches a batch of sampled mix rows runs (``records``: the builds by kernel name).
+    Without filters: the chunk statistics (one program per (row, chunk), straight-line code,
+    every logit read once), the one-chunk draw (their partials and one chunk) and the per-row
+    kernel (nothing to do). With top-p: the statistics, the candidates (rows x chunks: the
+    logits read again, the candidates written), the candidate draw (per row: loops over the
+    chunks' candidates, the exact search on tau's bucket) and the per-row kernel with nothing
+    to do. A row runs only the straight-line code of the branches it takes (``_straight_line``)."""
+    stats, one_chunk, record = (records[k] for k in ("_chunk_stats_kernel", "_one_chunk_kernel", "_mix_sample_kernel"))
     row_bytes = vocab * dtype_bytes * paths
     chunks = math.ceil(vocab / chunk)
     programs = batch * chunks
@@ -178,34 +189,52 @@ def mix_sample(stats: dict, one_chunk: dict, record: dict, batch: int, vocab: in
     launches.append(_row_launch(one_chunk, batch, instructions, unmodelled,
                                 0.0 if top_p else partials + drawn, 0.0 if top_p else partials + drawn,
                                 _resident(one_chunk, batch) * chunk * dtype_bytes * paths))
-    # The search is inlined once per call (top-k, then top-p): its loops come in call order. The
-    # call is named by the inlined-at line where the compiler gives one (Triton 3.8), else the
-    # last call is taken to be top-p's (source order).
+    if top_p:
+        launches += _candidate_path(records["_candidates_kernel"], records["_candidate_draw_kernel"], batch, vocab,
+                                    dtype_bytes, paths, chunk, partials)
+    # The per-row kernel: every row here was served before it, so its loops run no iteration.
     loops = record["loops"]
-    search = [i for i, lp in enumerate(loops) if lp["function"] == "_threshold_search"]
-    named = [i for i in search if "top_p" in (loops[i]["call_line"] or "")]
-    top_p_loops = set(named) if any(loops[i]["call_line"] for i in search) else set(search[len(search) // 2:])
-    draw = [i for i, lp in enumerate(loops) if lp["function"] == record["kernel"] and lp["step"] == chunk]
+    instructions, unmodelled = _issue(dict(record, outside_loops=_straight_line(record, _FULL_SKIPPED[True])),
+                                      [0 if loop["step"] or loop["function"] == "_threshold_search" else None
+                                       for loop in loops], batch)
+    launches.append(_row_launch(record, batch, instructions, unmodelled, 0.0, 0.0, 0.0))
+    return launches
+
+
+def _candidate_path(candidates: dict, draw: dict, batch: int, vocab: int, dtype_bytes: int, paths: int, chunk: int,
+                    partials: float) -> list[Work]:
+    """Launches 3 and 4 of mix_sample for top-p rows, at CANDIDATE_FRACTION candidates."""
+    row_bytes = vocab * dtype_bytes * paths
+    chunks = math.ceil(vocab / chunk)
+    programs = batch * chunks
+    per_chunk = CANDIDATE_FRACTION * min(chunk, vocab)
+    written = batch * (CANDIDATE_FRACTION * vocab * 8 + chunks * 8)  # int64 candidates, count and mass per chunk
+    instructions, unmodelled = _issue(candidates, [None] * len(candidates["loops"]), programs)
+    reread = batch * row_bytes  # the statistics just read the same logits: from L2 when they fit
+    hbm = (reread if reread > H100.l2_bytes else 0.0) + written + partials
+    resident = _resident(candidates, programs)
+    out = [Work(candidates["kernel"], programs, resident, hbm, reread + written + partials, 0.0, instructions,
+                resident * chunk * dtype_bytes * paths, unmodelled)]
+    block = draw["cases"][0]["args"]["BLOCK"]
+    per_chunk_blocks = math.ceil(per_chunk / block)
+    block_loops = [i for i, lp in enumerate(draw["loops"]) if lp["function"] == draw["kernel"] and lp["step"] == block]
     iterations = []
-    for i, loop in enumerate(loops):
-        per_row = 1 if loop["step"] is None else math.ceil(vocab / loop["step"])
-        if loop["function"] == "_threshold_search":
-            iterations.append(batch * SEARCH_PASSES * per_row if top_p and i in top_p_loops else 0)
-        elif i in draw:
-            iterations.append(batch * per_row if top_p else 0)
-        elif loop["step"]:  # the contrast pass: no contrast row here
-            iterations.append(0)
+    for i, loop in enumerate(draw["loops"]):
+        if loop["function"] == "_dense_search":  # the passes, one block of tau's bucket each
+            iterations.append(batch * DENSE_SEARCH_PASSES)
+        elif loop["step"] == 1:  # over the chunks
+            iterations.append(batch * chunks)
+        elif block_loops and i == block_loops[-1]:  # the race: the picked chunk's candidates
+            iterations.append(batch * per_chunk_blocks)
+        elif i in block_loops:  # a chunk's candidates, inside a loop over the chunks
+            iterations.append(batch * chunks * per_chunk_blocks)
         else:
             iterations.append(None)
-    instructions, unmodelled = _issue(dict(record, outside_loops=_straight_line(record, _FULL_SKIPPED[not top_p])),
-                                      iterations, batch)
-    passes = SEARCH_PASSES + 1 if top_p else 0
-    rereads = batch * row_bytes * passes
-    hbm = (rereads if batch * row_bytes > H100.l2_bytes else 0.0) + (partials if top_p else 0.0)
-    hot = max(loops, key=lambda lp: _loop_bytes(lp, record["num_warps"]), default=None)
-    in_flight = _resident(record, batch) * (_loop_bytes(hot, record["num_warps"]) if hot else 0)
-    launches.append(_row_launch(record, batch, instructions, unmodelled, hbm, rereads, in_flight))
-    return launches
+    instructions, unmodelled = _issue(draw, iterations, batch)
+    read = 3 * written  # three passes over the candidates, from L2
+    out.append(_row_launch(draw, batch, instructions, unmodelled, 0.0, read + partials,
+                           _resident(draw, batch) * block * 8))
+    return out
 
 
 # -- linear_logprobs --------------------------------------------------------------------------

@@ -164,7 +164,8 @@ class ModelRunner:
         out = mix_sample(
             logits_c, logits_u, h, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds, step=steps,
             mode=modes[0] if len(set(modes)) == 1 else modes,  # one string: no per-row mode copy
-            alpha=alpha, beta=beta, validate=False, backend=self.config.sampling_backend)
+            alpha=alpha, beta=beta, validate=False, backend=self.config.sampling_backend,
+            has_top_p=any(p.top_p < 1 for p in params))  # known here: no sync to skip the top-p launches
         tokens, logprobs, cond_logprobs, flags = self.results.fetch(
             out.tokens, out.logprobs, out.cond_logprobs, out.flags)
         if any(flags):  # NaN / inf / all -inf logits from the model: as mix_sample would raise

@@ -60,6 +60,7 @@ def mix_sample(
     beta: float | torch.Tensor = 0.1,
     validate: bool = True,
     backend: str = "auto",
+    has_top_p: bool | None = None,
 ) -> MixSample:
     """Pick one token per row from the two-path distribution.
 
@@ -72,7 +73,9 @@ def mix_sample(
     row's decode step: tokens are a pure function of (seed, step, row inputs).
     ``validate=False`` skips the host-side checks (and their device syncs): the caller
     checked the parameters, and reads ``flags`` (``raise_for_flags``) when it copies the
-    results to the host anyway.
+    results to the host anyway. ``has_top_p`` tells the kernel from the host whether any row
+    has top_p < 1 (None: known from a number, assumed for a tensor); False skips the top-p
+    candidate path's two launches.
     """
     batch, vocab = _check_logits(logits_c, logits_u)
     device = logits_c.device
@@ -102,7 +105,8 @@ def mix_sample(
 
         tokens, logprobs, cond, flags = mix_sample_triton(
             logits_c, logits_u, weight_u, temp_t, top_k_t, top_p_t, seeds_t, steps_t.to(torch.int32),
-            contrast, log_beta_rows(beta_t, batch, device), has_contrast=any_contrast)
+            contrast, log_beta_rows(beta_t, batch, device), has_contrast=any_contrast,
+            has_top_p=(not isinstance(top_p, (int, float)) or top_p < 1) if has_top_p is None else has_top_p)
         if validate:
             raise_for_flags(flags)
         return MixSample(tokens, logprobs, cond, flags)

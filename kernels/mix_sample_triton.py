@@ -387,11 +387,253 @@ def _one_chunk_kernel(
                       tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
 
 
+# ---- the top-p candidate path (launches 3 and 4) ----------------------------------------
+# Rows with top-p and without top-k or contrast (sampled or greedy). tau >= L = (1 - top_p) *
+# BOUND_SAFETY / V: the tokens below L hold less than V * L < (1 - top_p) of the mass, so the
+# kept set lies among the candidates p >= L. Measured on the real SmolLM2-135M (V = 49152, T = 1,
+# top-p 0.9-0.95) candidates are 0.4-19 % of V (docs/mix_sample.md). Launch 3 (rows x chunks) writes
+# them per chunk; launch 4 (per row) finds tau's bucket from their mass at NUM_PIVOTS
+# thresholds and resolves tau and the draw on candidates alone: the logits are read twice in
+# all (statistics, candidates). A row whose chunk holds more than CAND_CAP candidates (flat
+# distributions), or whose bound did not hold, is left to launch 5 (the full search).
+CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: index in the chunk << 32 | bits of p
+DENSE_CAP = 2048  # candidates of tau's bucket gathered per row for the exact search
+GPU_CAND_BLOCK = 256  # candidates per loop iteration (GPU)
+# launch 3's register cap: 4 CTAs of 128 threads per SM, its design (Triton 3.6 took 143-147
+# registers for the conditional-only builds, 3 CTAs per SM; Triton 3.8 takes 87-91)
+CAND_MAXNREG = 128
+BOUND_SAFETY = tl.constexpr(1.0 - 2.0**-8)  # room for the rounding of the row's total mass (~1) in the bound
+
+
+@triton.jit
+def _compact(top_k, top_p, V, contrast):
+    """Rows the candidate path serves: top-p without top-k, mix mode (sampled or greedy)."""
+    return (~contrast) & ((top_k <= 0) | (top_k >= V)) & (top_p < 1.0)
+
+
+@triton.jit
+def _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut):
+    """(scale_c, scale_u, max_u) of a mix row: p = scale_c e^(l_c/T - max_c) + scale_u e^(l_u/T - max_u)."""
+    scale_c = (1.0 - weight) / sum_ct
+    scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
+    return scale_c, scale_u, tl.where(use_u, max_ut, 0.0)
+
+
+@triton.jit
+def _pivots(lo, hi, NPIV: tl.constexpr):
+    """NPIV bit-pattern thresholds spread over [lo, hi): integer arithmetic, the same bits in
+    every launch that computes them."""
+    b = tl.arange(0, NPIV).to(tl.int64)
+    return (lo + (b * (hi - lo).to(tl.int64)) // NPIV).to(tl.int32)
+
+
+@triton.jit
+def _candidates_kernel(
+    c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, contrast_ptr,
+    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
+    V, NC,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
+    CAP: tl.constexpr, EMULATE_FMA: tl.constexpr,
+):
+    """Launch 3 (grid B x chunks; candidate-path rows only): p over one chunk, its candidates
+    p >= L compacted in token order to the (row, chunk) segment as one int64 each (index in
+    the chunk << 32 | the bits of p; at most CAP, the count stored whole so that an overflow
+    shows), and the chunk's total p."""
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
+    top_p = tl.load(top_p_ptr + row)
+    if _compact(tl.load(top_k_ptr + row), top_p, V, contrast):
+        _, _, max_c, sum_ct, max_ut, sum_ut, _ = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
+                                                                 NC_PAD)
+        scale_c, scale_u, max_u = _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut)
+        lo = ((1.0 - top_p) * BOUND_SAFETY / V).to(tl.int32, bitcast=True)
+        start = chunk * CHUNK
+        local = tl.arange(0, CHUNK)
+        offs = start + local
+        in_row = offs < V
+        c = tl.load(c_ptr + row * stride_c + offs, mask=in_row, other=-float("inf")).to(tl.float32)
+        u = tl.load(u_ptr + row * stride_u + offs, mask=offs < tl.where(use_u, V, 0), other=-float("inf"))
+        p = _probs(c, u.to(tl.float32), inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, 0.0, contrast,
+                   False, EMULATE_FMA)
+        bits = tl.where(in_row, p.to(tl.int32, bitcast=True), -1)
+        candidate = bits >= lo
+        rank = tl.cumsum(candidate.to(tl.int32), 0) - 1
+        packed = (local.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
+        tl.store(cand_ptr + (row * NC + chunk) * CAP + rank, packed, mask=candidate & (rank < CAP))
+        tl.store(cand_n_ptr + row * NC + chunk, tl.sum(candidate.to(tl.int32), 0))
+        tl.store(chunk_mass_ptr + row * NC + chunk, tl.sum(tl.where(in_row, p, 0.0), 0))
+        if chunk == 0:  # launch 4 reads the bracket from here: no second computation to agree with
+            tl.store(bounds_ptr + 2 * row, lo)
+            tl.store(bounds_ptr + 2 * row + 1, (scale_c + scale_u).to(tl.int32, bitcast=True) + 1)
+
+
+@triton.jit
+def _unpack(cand_ptr, segment, k, n):
+    """(p, index in the chunk) of stored candidates k (k >= n: p = 0, below every threshold)."""
+    packed = tl.load(cand_ptr + segment + k, mask=k < n, other=0)
+    return (packed & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True), (packed >> 32).to(tl.int32)
+
+
+@triton.jit
+def _dense_search(vals_ptr, n, lo, hi, target, NUM_PIVOTS: tl.constexpr, BLOCK: tl.constexpr,
+                  MAX_PASSES: tl.constexpr):
+    """Bit pattern of tau = max{t : mass(vals >= t) >= target} over vals[0..n), all in [lo, hi);
+    the bucket-narrowing search of ``_threshold_search`` on a few hundred stored values. The
+    target is capped at the total (rounding may leave it a hair above): then all are kept."""
+    pivot = tl.arange(0, NUM_PIVOTS).to(tl.int64)
+    passes = 0
+    while (lo + 1 < hi) & (passes < MAX_PASSES):
+        width = (hi - lo).to(tl.int64)
+        t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)[:, None]
+        t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)[:, None]
+        mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
+        bucket_min = tl.full([NUM_PIVOTS, BLOCK], 2147483647, dtype=tl.int32)
+        bucket_max = tl.full([NUM_PIVOTS, BLOCK], -1, dtype=tl.int32)
+        for s in range(0, n, BLOCK):
+            k = s + tl.arange(0, BLOCK)
+            pv = tl.load(vals_ptr + k, mask=k < n, other=0.0)
+            bits = tl.where(k < n, pv.to(tl.int32, bitcast=True), -1)[None, :]
+            at_or_above = bits >= t
+            mass += tl.where(at_or_above, pv[None, :], 0.0)
+            in_bucket = at_or_above & (bits < t_next)
+            bucket_min = tl.minimum(bucket_min, tl.where(in_bucket, bits, 2147483647))
+            bucket_max = tl.maximum(bucket_max, tl.where(in_bucket, bits, -1))
+        mass = tl.sum(mass, 1)
+        target = tl.where(passes == 0, tl.minimum(target, tl.max(mass, 0)), target)
+        holds = mass >= target  # a prefix of the pivots, pivot 0 always
+        chosen = pivot == (tl.sum(holds.to(tl.int32), 0) - 1)
+        lo = tl.sum(tl.where(chosen, tl.min(bucket_min, 1), 0), 0)
+        hi = tl.sum(tl.where(chosen, tl.max(bucket_max, 1), 0), 0) + 1
+        passes += 1
+    return lo
+
+
+@triton.jit
+def _noise_at(seed, step_hi, index):
+    """u_i at arbitrary token indices, bit-identical to ``_uniform_noise`` (word i % 4 of Philox
+    at counter (i // 4, step))."""
+    w0, w1, w2, w3 = tl.randint4x(seed, (index // 4).to(tl.int64) | step_hi)
+    lane = index % 4
+    word = tl.where(lane == 0, w0, tl.where(lane == 1, w1, tl.where(lane == 2, w2, w3)))
+    return ((word.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+
+
+@triton.jit
+def _candidate_draw_kernel(
+    c_ptr, stride_c, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
+    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, dense_ptr, served_ptr,
+    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
+    V, NC,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
+    CAP: tl.constexpr, BLOCK: tl.constexpr, DENSE_CAP: tl.constexpr,
+    NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr,
+):
+    """Launch 4 (grid B; candidate-path rows): the candidates' mass at NUM_PIVOTS thresholds
+    over [L, the upper bracket) gives tau's bucket; its candidates are gathered and tau found by
+    the exact search on them; then the draw on the candidates (chunk by kept mass, the race
+    inside it; greedy: argmax). Marks the row served; a row it cannot serve (a chunk over CAP,
+    the bound missed, tau's bucket over DENSE_CAP) is left to launch 5."""
+    row = tl.program_id(0).to(tl.int64)
+    weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
+    top_p = tl.load(top_p_ptr + row)
+    served = tl.program_id(0) * 0
+    if _compact(tl.load(top_k_ptr + row), top_p, V, contrast):
+        chunk = tl.arange(0, NC_PAD)
+        valid = chunk < NC
+        counts = tl.load(cand_n_ptr + row * NC + chunk, mask=valid, other=0)
+        target = top_p * tl.sum(tl.load(chunk_mass_ptr + row * NC + chunk, mask=valid, other=0.0), 0)
+        lo = tl.load(bounds_ptr + 2 * row)
+        hi = tl.load(bounds_ptr + 2 * row + 1)
+        pivot = tl.arange(0, NUM_PIVOTS)
+        t = _pivots(lo, hi, NUM_PIVOTS)
+        # the candidates' mass at or above each threshold: per-lane sums, one reduction
+        mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
+        for j in range(0, NC):
+            n_j = tl.minimum(tl.load(cand_n_ptr + row * NC + j), CAP)
+            for s in range(0, n_j, BLOCK):
+                pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
+                mass += tl.where(pv.to(tl.int32, bitcast=True)[None, :] >= t[:, None], pv[None, :], 0.0)
+        above = tl.sum(mass, 1)
+        b_star = tl.sum((above >= target).to(tl.int32), 0) - 1  # tau lies in [t_b*, t_b*+1)
+        t_lo = tl.sum(tl.where(pivot == b_star, t, 0), 0)
+        t_hi = tl.where(b_star == NUM_PIVOTS - 1, hi, tl.sum(tl.where(pivot == b_star + 1, t, 0), 0))
+        rest = target - tl.sum(tl.where(pivot == b_star + 1, above, 0.0), 0)  # what tau's bucket must add
+        if (tl.max(counts, 0) <= CAP) & (b_star >= 0):
+            dense = dense_ptr + row * DENSE_CAP
+            gathered = 0
+            for j in range(0, NC):
+                n_j = tl.load(cand_n_ptr + row * NC + j)
+                for s in range(0, n_j, BLOCK):
+                    pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
+                    bits = pv.to(tl.int32, bitcast=True)
+                    in_bucket = (bits >= t_lo) & (bits < t_hi)
+                    slot = gathered + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
+                    tl.store(dense + slot, pv, mask=in_bucket & (slot < DENSE_CAP))
+                    gathered += tl.sum(in_bucket.to(tl.int32), 0)
+            if gathered <= DENSE_CAP:
+                tl.debug_barrier()  # the gathered values are read back by other threads
+                tau = _dense_search(dense, gathered, t_lo, t_hi, rest, NUM_PIVOTS, BLOCK, MAX_PASSES)
+                max_c1, sum_c1, _, _, _, _, flags = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
+                                                                    NC_PAD)
+                seed = tl.load(seed_ptr + row)
+                step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
+                greedy = temp == 0.0
+                mass_j = tl.zeros([NC_PAD], dtype=tl.float32)
+                best_j = tl.full([NC_PAD], -2.0, dtype=tl.float32)
+                index_j = tl.zeros([NC_PAD], dtype=tl.int32)
+                for j in range(0, NC):
+                    n_j = tl.load(cand_n_ptr + row * NC + j)
+                    kept_sum = 0.0
+                    best = -1.0
+                    best_index = 0
+                    for s in range(0, n_j, BLOCK):
+                        pv, local = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
+                        kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
+                        kept_sum += tl.sum(tl.where(kept, pv, 0.0), 0)
+                        if greedy:  # the first argmax p
+                            key = tl.where(kept, pv, -1.0)
+                            top = tl.max(key, 0)
+                            if top > best:
+                                best = top
+                                best_index = j * CHUNK + tl.sum(tl.where(tl.arange(0, BLOCK) == tl.argmax(key, 0),
+                                                                         local, 0), 0)
+                    here = chunk == j
+                    mass_j = tl.where(here, kept_sum, mass_j)
+                    best_j = tl.where(here, best, best_j)
+                    index_j = tl.where(here, best_index, index_j)
+                picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
+                token = tl.program_id(0) * 0
+                p_token = kept_mass * 0.0
+                if greedy:  # the chunk holding argmax p (the first on ties)
+                    picked = tl.min(tl.where(best_j == tl.max(best_j, 0), chunk, NC_PAD), 0)
+                    token = tl.sum(tl.where(chunk == picked, index_j, 0), 0)
+                    p_token = tl.sum(tl.where(chunk == picked, best_j, 0.0), 0)
+                else:  # the exponential race on the picked chunk's kept candidates
+                    n_j = tl.load(cand_n_ptr + row * NC + picked)
+                    best = -2.0
+                    for s in range(0, n_j, BLOCK):
+                        pv, local = _unpack(cand_ptr, (row * NC + picked) * CAP, s + tl.arange(0, BLOCK), n_j)
+                        index = picked * CHUNK + local
+                        kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
+                        key = tl.where(kept, pv / -tl.log(_noise_at(seed, step_hi, index)), -1.0)
+                        top = tl.max(key, 0)
+                        if top > best:  # blocks come in token order: the first index wins ties
+                            best = top
+                            winner = tl.arange(0, BLOCK) == tl.argmax(key, 0)
+                            token = tl.sum(tl.where(winner, index, 0), 0)
+                            p_token = tl.sum(tl.where(winner, pv, 0.0), 0)
+                _store_result(c_ptr + row * stride_c, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                              tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
+                served = tl.program_id(0) * 0 + 1
+    tl.store(served_ptr + row, served)
+
+
 @triton.jit
 def _mix_sample_kernel(
     c_ptr, u_ptr, stride_c, stride_u,
     weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr, log_beta_ptr,
-    part_ptr, part_stride,
+    part_ptr, part_stride, served_ptr,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr,
@@ -407,7 +649,7 @@ def _mix_sample_kernel(
     # Rows without filters were served by _one_chunk_kernel: here their loops run no
     # iteration and nothing is stored (no top-level branch around the body: wrapped in
     # one, ptxas spilled and the draw loop lost its do-while form).
-    skip = _unfiltered(temp, top_k, top_p, V, contrast)
+    skip = _unfiltered(temp, top_k, top_p, V, contrast) | (tl.load(served_ptr + row) != 0)
     v_row = tl.where(skip, 0, V)
     NEG_INF: tl.constexpr = -float("inf")
     c_row = c_ptr + row * stride_c
@@ -451,7 +693,7 @@ def _mix_sample_kernel(
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k, top_k * 0.0,
                                 inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
                                 HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
-    if top_p < 1.0:
+    if (top_p < 1.0) & ~skip:  # launch 4 served most top-p rows
         tau = _threshold_search(c_row, u_row, V, u_len, tau, hi, top_k * 0, top_p,
                                 inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
                                 HAS_CONTRAST, BLOCK_SEARCH, NUM_PIVOTS, MAX_PASSES, EMULATE_FMA)
@@ -484,6 +726,19 @@ def _mix_sample_kernel(
                       tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
 
 
+def _maxnreg(cap: int | None = GPU_MAXNREG) -> dict:
+    """A register cap as launch options (the interpreter takes none)."""
+    return {} if cap is None or triton_interpreting() else {"maxnreg": cap}
+
+
+def _candidate_block(vocab: int) -> int:
+    """Candidates per loop iteration: the interpreter takes a whole segment at once (no more
+    than the row can hold: its cost grows with the block, not the candidates)."""
+    if triton_interpreting():
+        return min(CAND_CAP, max(triton.next_power_of_2(vocab), 16))
+    return GPU_CAND_BLOCK
+
+
 def _block_sizes(vocab: int) -> tuple[int, int, int]:
     """(streaming block, search block, num_warps). The interpreter's cost grows with the
     number of block iterations, so it gets whole-row blocks (the draw and the statistics
@@ -495,12 +750,15 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
 
 
 def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
-                      *, has_contrast: bool, emulate_fma: bool = False):
-    """Launch the two kernels; per-row parameters (steps: int32, contrast: bool, log_beta:
+                      *, has_contrast: bool, has_top_p: bool = True, emulate_fma: bool = False,
+                      served_out: torch.Tensor | None = None):
+    """Launch the kernels (three, or five with top-p rows); per-row parameters (steps: int32, contrast: bool, log_beta:
     fp32) are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the
     host) whether any row contrasts, so that a launch without contrast rows compiles the lean
-    mix-only kernel. ``emulate_fma`` (interpreter tests only) rounds each fused multiply-add
-    once from float64, the GPU's arithmetic. Returns (tokens, logprobs, cond_logprobs, flags)."""
+    mix-only kernel; ``has_top_p=False`` (no row has top_p < 1, known on the host) skips the
+    candidate path's two launches (always correct: top-p rows then take the full search). ``emulate_fma`` (interpreter tests only) rounds each fused multiply-add
+    once from float64, the GPU's arithmetic; ``served_out`` (tests), an int32 [B] tensor, receives
+    which rows the candidate path served. Returns (tokens, logprobs, cond_logprobs, flags)."""
     batch, vocab = logits_c.shape
     if logits_c.stride(1) != 1:
         logits_c = logits_c.contiguous()
@@ -532,16 +790,39 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, EMULATE_FMA=emulate_fma,
         num_warps=num_warps,
     )
+    served = torch.zeros(batch, dtype=torch.int32, device=device) if served_out is None else served_out.zero_()
+    if has_top_p:
+        cand_block = _candidate_block(vocab)
+        cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)
+        cand_n = torch.empty(batch * chunks, dtype=torch.int32, device=device)
+        chunk_mass = torch.empty(batch * chunks, dtype=torch.float32, device=device)
+        bounds = torch.empty(2 * batch, dtype=torch.int32, device=device)
+        dense = torch.empty(batch * DENSE_CAP, dtype=torch.float32, device=device)
+        candidates = (cand, cand_n, chunk_mass, bounds)
+        _candidates_kernel[(batch, chunks)](
+            logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
+            partials, batch * chunks, *candidates,
+            vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
+            EMULATE_FMA=emulate_fma, num_warps=num_warps, **_maxnreg(CAND_MAXNREG),
+        )
+        _candidate_draw_kernel[(batch,)](
+            logits_c, logits_c.stride(0), weight_u, temperature, top_k, top_p, seeds, steps, contrast,
+            partials, batch * chunks, *candidates, dense, served,
+            tokens, logprobs, cond, flags,
+            vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
+            BLOCK=cand_block, DENSE_CAP=DENSE_CAP, NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES,
+            num_warps=num_warps, **_maxnreg(),
+        )
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
         weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
-        partials, batch * chunks,
+        partials, batch * chunks, served,
         tokens, logprobs, cond, flags,
         vocab, chunks,
         HAS_U=has_u, HAS_CONTRAST=has_contrast,
         BLOCK=block, BLOCK_SEARCH=block_search, CHUNK=CHUNK, NC_PAD=nc_pad,
         NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, EMULATE_FMA=emulate_fma, num_warps=num_warps,
-        **({} if GPU_MAXNREG is None or triton_interpreting() else {"maxnreg": GPU_MAXNREG}),
+        **_maxnreg(),
     )
     return tokens, logprobs, cond, flags
 
@@ -574,7 +855,9 @@ def build_cases():
 
     return [LaunchCase(f"mix_sample {mode} B={b} V={v} {dtype}", launch(b, v, dtype, mode),
                        {"_mix_sample_kernel": DESIGN_CTAS_PER_SM, "_one_chunk_kernel": DESIGN_CTAS_PER_SM,
-                        "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM},
+                        "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM,
+                        "_candidates_kernel": STATS_DESIGN_CTAS_PER_SM,
+                        "_candidate_draw_kernel": DESIGN_CTAS_PER_SM},
                        dict(op="mix_sample", batch=b, vocab=v, dtype=dtype, mode=mode))
             for dtype in DTYPES for mode in ("mix", "cond", "contrast") for v in vocabularies()
             for b in SAMPLE_BATCHES]

@@ -1,0 +1,151 @@
+"""mix_sample's top-p candidate path (launches 3 and 4): rows with top-p and no top-k or
+contrast are resolved on the candidates p >= (1 - top_p) / V alone. Checked against the PyTorch
+reference (same tokens, log-probs within 2e-5), on LM-like rows (a few large logits, a long
+tail, as real next-token distributions have) that this path must serve, and on rows it must
+leave to the full search (a flat row, top-k, contrast), which must give the same answers.
+"""
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from judgefree.kernels.mix_sample_ref import final_distribution, log_beta_rows, mix_sample_reference
+from judgefree.kernels.mix_sample_triton import CAND_CAP, mix_sample_triton
+
+TOL = 2e-5
+
+
+def lm_like(gen, batch, vocab, *, scale=2.0, peak=12.0):
+    """A long Gaussian tail plus a handful of large logits per row."""
+    rows = torch.randn(batch, vocab, generator=gen) * scale
+    top = torch.randint(0, vocab, (batch, 8), generator=gen)
+    rows.scatter_(1, top, peak + torch.randn(batch, 8, generator=gen) * 2)
+    return rows
+
+
+def run(c, u, h, temperature, top_p, *, top_k=0, contrast=False, seeds=None, step=5):
+    batch = c.shape[0]
+    per_row = lambda v, dtype: torch.as_tensor(v, dtype=dtype).expand(batch).contiguous()  # noqa: E731
+    seeds = torch.arange(batch, dtype=torch.int64) * 7919 + 11 if seeds is None else seeds
+    served = torch.zeros(batch, dtype=torch.int32)
+    out = mix_sample_triton(c, u, per_row(h, torch.float32), per_row(temperature, torch.float32),
+                            per_row(top_k, torch.int32), per_row(top_p, torch.float32), seeds,
+                            per_row(step, torch.int32), per_row(contrast, torch.bool),
+                            log_beta_rows(0.1, batch, "cpu"), has_contrast=bool(torch.as_tensor(contrast).any()),
+                            served_out=served)
+    reference = mix_sample_reference(c, u, per_row(h, torch.float32), per_row(temperature, torch.float32),
+                                     per_row(top_k, torch.int32), per_row(top_p, torch.float32), seeds,
+                                     per_row(step, torch.int64), mode=per_row(contrast, torch.bool),
+                                     alpha=per_row(h, torch.float32))
+    return out, reference, served
+
+
+def assert_same(out, reference):
+    tokens, logprobs, cond, flags = out
+    assert torch.equal(tokens, reference[0]), (tokens, reference[0])
+    torch.testing.assert_close(logprobs, reference[1], atol=TOL, rtol=0)
+    torch.testing.assert_close(cond, reference[2], atol=TOL, rtol=0)
+    assert not flags.any()
+
+
+@pytest.mark.parametrize("vocab", [777, 2048, 5003])
+def test_lm_like_rows_take_the_candidate_path_and_match_the_reference(vocab, fresh_seed):
+    gen = torch.Generator().manual_seed(fresh_seed)
+    h = torch.tensor([0.0, 0.5, 0.3, 0.0, 0.7, 1.0, 0.5, 0.2])
+    temperature = torch.tensor([1.0, 0.7, 1.3, 0.0, 1.0, 0.0, 0.5, 1.5])
+    top_p = torch.tensor([0.9, 0.9, 0.5, 0.9, 0.95, 0.2, 0.999, 0.8])
+    c, u = lm_like(gen, 8, vocab), lm_like(gen, 8, vocab)
+    out, reference, served = run(c, u, h, temperature, top_p)
+    assert served.all(), served  # LM-like rows: no chunk holds more than CAND_CAP candidates
+    assert_same(out, reference)
+
+
+def test_tiny_top_p_keeps_only_the_top_token(fresh_seed):
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, u = lm_like(gen, 4, 3001), lm_like(gen, 4, 3001)
+    out, reference, served = run(c, u, torch.tensor([0.0, 0.5, 0.0, 0.5]), torch.tensor([1.0, 0.7, 0.0, 1.3]), 1e-4)
+    assert served.all()
+    assert_same(out, reference)
+    final = final_distribution(c, u, torch.tensor([0.0, 0.5, 0.0, 0.5]), torch.tensor([1.0, 0.7, 0.0, 1.3]),
+                               torch.zeros(4, dtype=torch.int32), torch.full((4,), 1e-4))
+    assert torch.equal((final > 0).sum(-1), torch.ones(4, dtype=torch.int64))  # the check means something
+    torch.testing.assert_close(out[1], torch.zeros(4), atol=TOL, rtol=0)  # log(1): the whole kept mass
+
+
+def test_ties_at_the_edge_and_neg_inf_tokens():
+    # integer logits: many exact ties, so the cut falls inside a run of equal p; -inf tokens never drawn
+    gen = torch.Generator().manual_seed(3)
+    c = torch.randint(-6, 4, (6, 2500), generator=gen).float()
+    c[:, ::7] = -float("inf")
+    out, reference, served = run(c, None, 0.0, torch.tensor([1.0, 1.0, 0.0, 0.7, 1.0, 2.0]),
+                                 torch.tensor([0.3, 0.9, 0.9, 0.6, 0.75, 0.5]))
+    assert served.all()
+    assert_same(out, reference)
+    assert bool(torch.isfinite(c.gather(1, out[0][:, None])).all())
+
+
+def test_rows_it_cannot_serve_fall_back_to_the_full_search(fresh_seed):
+    gen = torch.Generator().manual_seed(fresh_seed)
+    vocab = 4100
+    c, u = lm_like(gen, 5, vocab), lm_like(gen, 5, vocab)
+    c[0] = torch.randn(vocab, generator=gen) * 0.01  # flat: every token a candidate, chunks over CAND_CAP
+    out, reference, served = run(c, u, torch.tensor([0.0, 0.5, 0.5, 0.5, 0.5]), 1.0,
+                                 torch.tensor([0.9, 0.9, 1.0, 0.9, 0.9]), top_k=torch.tensor([0, 40, 0, 0, 0]),
+                                 contrast=torch.tensor([False, False, False, True, False]))
+    assert served.tolist() == [0, 0, 0, 0, 1], served  # flat, top-k, no top-p, contrast, served
+    assert CAND_CAP < vocab // 2
+    assert_same(out, reference)
+
+
+def test_a_row_alone_equals_the_row_in_a_batch(fresh_seed):
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, u = lm_like(gen, 5, 4500), lm_like(gen, 5, 4500)
+    h, temperature, top_p = torch.tensor([0.5] * 5), torch.tensor([1.0] * 5), torch.tensor([0.9] * 5)
+    seeds = torch.arange(5, dtype=torch.int64) + 100
+    batched, _, _ = run(c, u, h, temperature, top_p, seeds=seeds)
+    for row in (0, 3):
+        alone, _, _ = run(c[row:row + 1], u[row:row + 1], h[row:row + 1], temperature[row:row + 1],
+                          top_p[row:row + 1], seeds=seeds[row:row + 1])
+        assert int(alone[0]) == int(batched[0][row])
+        assert float(alone[1]) == float(batched[1][row])  # bit for bit
+
+
+def test_candidate_draws_follow_the_final_distribution():
+    """Chi-square of 160 candidate-path draws (one row, 160 seeds) against the reference's final
+    distribution: 12 likely tokens over a tail that top-p 0.8 cuts, the rest pooled."""
+    gen = torch.Generator().manual_seed(7)
+    vocab, draws = 600, 160
+    c = torch.randn(1, vocab, generator=gen) - 2.0
+    c[0, torch.randperm(vocab, generator=gen)[:12]] = 3.0 + 0.3 * torch.randn(12, generator=gen)
+    u = c.flip(1)
+    c, u = c.expand(draws, vocab).contiguous(), u.expand(draws, vocab).contiguous()
+    seeds = torch.arange(draws, dtype=torch.int64) * 104729 + 1
+    out, _, served = run(c, u, 0.3, 1.0, 0.8, seeds=seeds)
+    assert served.all()
+    p = final_distribution(c[:1], u[:1], torch.tensor([0.3]), torch.tensor([1.0]), torch.zeros(1, dtype=torch.int32),
+                           torch.tensor([0.8]))[0].double()
+    counts = torch.bincount(out[0], minlength=vocab).double()
+    assert counts[p == 0].sum() == 0  # nothing outside the kept set
+    expected = p * draws
+    big = expected >= 5
+    assert big.sum() >= 8
+    observed = torch.cat([counts[big], counts[~big].sum()[None]])
+    expected = torch.cat([expected[big], expected[~big].sum()[None]])
+    expected *= observed.sum() / expected.sum()  # float rounding of p's total
+    assert chisquare(observed.numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_without_the_host_hint_top_p_rows_take_the_full_search_and_agree(fresh_seed):
+    gen = torch.Generator().manual_seed(fresh_seed)
+    c, u = lm_like(gen, 4, 3000), lm_like(gen, 4, 3000)
+    per_row = lambda v, dtype: torch.full((4,), v, dtype=dtype)  # noqa: E731
+    args = (c, u, per_row(0.5, torch.float32), per_row(1.0, torch.float32), per_row(0, torch.int32),
+            per_row(0.9, torch.float32), torch.arange(4, dtype=torch.int64), per_row(2, torch.int32),
+            per_row(False, torch.bool), log_beta_rows(0.1, 4, "cpu"))
+    served = torch.zeros(4, dtype=torch.int32)
+    with_path = mix_sample_triton(*args, has_contrast=False, served_out=served)
+    assert served.all()
+    without = mix_sample_triton(*args, has_contrast=False, has_top_p=False, served_out=served)
+    assert not served.any()
+    assert torch.equal(with_path[0], without[0])
+    torch.testing.assert_close(with_path[1], without[1], atol=TOL, rtol=0)
