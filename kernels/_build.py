@@ -293,28 +293,57 @@ def analyse(build: Build, arch: int, facts: PtxasFacts, smem: int, cubin: bytes,
     )
 
 
+def plan_record(build: Build, arch: int) -> dict:
+    """What is known of ``build`` without compiling it: its JIT specialisation and its cases."""
+    return dict(kernel=build.kernel.__name__, module=build.kernel.__module__, config=build.config,
+                arch=f"sm_{arch}{'a' if arch == 90 else ''}", num_warps=build.options.num_warps,
+                num_stages=build.options.num_stages, design_ctas=max(c["design_ctas"] for c in build.cases),
+                cases=build.cases)
+
+
+SUBSETS = ("all", "representative")
+
+
 def run(arches: list[int], shard: tuple[int, int] = (0, 1), kernels: list[str] | None = None,
-        case_filter: str | None = None, overrides: dict | None = None) -> Iterator[dict]:
-    """Build and analyse every shipped config for each arch (this process must not be
-    interpreting Triton); yields one record per build."""
+        case_filter: str | None = None, overrides: dict | None = None, subset: str = "all") -> Iterator[dict]:
+    """Build and analyse the shipped configs for each arch (this process must not be
+    interpreting Triton); yields one record per build, ``compiled`` saying whether it was.
+
+    ``subset="all"`` compiles every build; ``"representative"`` compiles the builds
+    ``judgefree.kernels._build_selection`` selects and yields the others uncompiled (their
+    specialisation only, from shard 0), each compiled one naming its family's size."""
     from triton.backends.compiler import GPUTarget
+
+    from judgefree.kernels._build_selection import family_key, family_sizes, representatives
 
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("building for a GPU needs Triton's compiler: unset TRITON_INTERPRET")
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
     apply_overrides(overrides or {})
     index, count = shard
     with tempfile.TemporaryDirectory(prefix="judgefree-build-") as workdir:
-        n = 0
+        n = 0  # compiled builds so far, over all arches: the shards split these
+        offset = 0  # build_index counts the builds of every arch, in order
         for arch in arches:
             target = GPUTarget("cuda", arch, 32)
-            for build in collect_builds(target, case_filter=case_filter):
-                if kernels and build.kernel.__name__ not in kernels:
+            builds = [b for b in collect_builds(target, case_filter=case_filter)
+                      if not kernels or b.kernel.__name__ in kernels]
+            chosen = set(range(len(builds))) if subset == "all" else set(representatives(builds))
+            families = family_sizes(builds)
+            for i, build in enumerate(builds):
+                if i not in chosen:
+                    if index == 0:
+                        yield dict(plan_record(build, arch), compiled=False, build_index=offset + i,
+                                   family=repr(family_key(build)))
                     continue
                 n += 1
                 if (n - 1) % count != index:
                     continue
                 facts, smem, cubin = compile_build(build, target)
-                yield dict(analyse(build, arch, facts, smem, cubin, workdir), build_index=n - 1)
+                yield dict(analyse(build, arch, facts, smem, cubin, workdir), compiled=True, build_index=offset + i,
+                           family=repr(family_key(build)), family_builds=families[family_key(build)])
+            offset += len(builds)
 
 
 def _worker_env(cache_dir: str) -> dict:
@@ -326,10 +355,10 @@ def _worker_env(cache_dir: str) -> dict:
 
 def build_in_subprocess(arches: list[int], *, jobs: int = 1, kernels: list[str] | None = None,
                         case_filter: str | None = None, overrides: dict | None = None,
-                        timeout: float = 900) -> list[dict]:
+                        subset: str = "all", timeout: float = 900) -> list[dict]:
     """``run`` in ``jobs`` fresh interpreters without TRITON_INTERPRET (shards of the build
     list); the records of every build, in a stable order."""
-    args = [a for arch in arches for a in ("--arch", str(arch))]
+    args = [a for arch in arches for a in ("--arch", str(arch))] + ["--subset", subset]
     args += [a for k in kernels or [] for a in ("--kernel", k)]
     args += ["--case", case_filter] if case_filter else []
     args += [a for k, v in (overrides or {}).items() for a in ("--set", f"{k}={v!r}")]
@@ -370,10 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
                         help="override a launch setting before recording (e.g. a block size)")
     parser.add_argument("--shard", default="0/1", help="i/n: build every n-th config starting at i")
+    parser.add_argument("--subset", choices=SUBSETS, default="all",
+                        help="compile every build, or one per code path (kernels/_build_selection.py)")
     args = parser.parse_args(argv)
     index, count = (int(x) for x in args.shard.split("/"))
     overrides = dict(parse_override(text) for text in args.set)
-    for record in run(args.arch or [90], (index, count), args.kernel, args.case, overrides):
+    for record in run(args.arch or [90], (index, count), args.kernel, args.case, overrides, args.subset):
         print(json.dumps(record), flush=True)
 
 

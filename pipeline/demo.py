@@ -71,7 +71,7 @@ def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSetti
     from judgefree.pipeline.loop import Loop
     from judgefree.store.pair_store import PairStore
     from judgefree.world.build import world_folder
-    from judgefree.world.evaluate import evaluate_model, write_images
+    from judgefree.world.evaluate import evaluate_model, evaluate_recorded, write_images
     from judgefree.world.scenes import EVAL, scenes
     from judgefree.world.verdicts import judge
 
@@ -91,7 +91,10 @@ def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSetti
     reports = Loop(settings, log=log).run()
     rounds = []
     for k, model in [(0, world / "m0")] + [(r.round, Path(r.model_out)) for r in reports]:
-        metrics, _ = evaluate_model(model, held_out, eval_images, out / "eval" / f"m{k}.jsonl", device="cpu")
+        jsonl = out / "eval" / f"m{k}.jsonl"
+        # m0 is the world's: its greedy captions of these scenes were written when the world was built
+        recorded = evaluate_recorded(world / "m0_eval.jsonl", held_out, jsonl) if k == 0 else None
+        metrics, _ = recorded or evaluate_model(model, held_out, eval_images, jsonl, device="cpu")
         entry = {"round": k, "model": str(model), "metrics": metrics.to_json()}
         if k > 0:
             rep = reports[k - 1]

@@ -115,10 +115,11 @@ fi
 
 # -- 3. kernel benchmarks -----------------------------------------------------------------------
 if [[ $DRY -eq 1 ]]; then
-    # mix_sample and paged_attention have no shape options: on the CPU they run their small CPU tables
-    step "mix_sample" 90 "$PY" bench/mix_sample.py --out "$RES/mix_sample_$DEVICE.md"
+    # mix_sample and paged_attention have no shape options: on the CPU they run their small CPU
+    # tables, timed once (a dry run's times mean nothing; every line of the table is still run)
+    step "mix_sample" 90 "$PY" bench/mix_sample.py --rounds 1 --out "$RES/mix_sample_$DEVICE.md"
     step "linear_logprobs" 60 "$PY" bench/linear_logprobs.py --device cpu --n 64 --shapes 32:1000 --repeats 1 --warmup 0 --out "$RES/linear_logprobs_$DEVICE.md"
-    step "paged_attention" 60 "$PY" bench/paged_attention.py --out "$RES/paged_attention_$DEVICE.md"
+    step "paged_attention" 60 "$PY" bench/paged_attention.py --rounds 1 --calls 1 --out "$RES/paged_attention_$DEVICE.md"
 else
     step "mix_sample" 30 "$PY" bench/mix_sample.py --out "$RES/mix_sample_$DEVICE.md"
     step "linear_logprobs" 50 "$PY" bench/linear_logprobs.py --device cuda --out "$RES/linear_logprobs_$DEVICE.md"

@@ -43,13 +43,32 @@ def evaluate_model(model: str | Path, scenes: list[Scene], images: list[Path], j
                    device: str | None = None) -> tuple[WorldMetrics, list[str]]:
 
     texts = captions(model, images, device=device)
+    return _scored(texts, scenes, jsonl), texts
+
+
+def evaluate_recorded(recorded: Path, scenes: list[Scene], jsonl: Path | None = None) -> tuple[WorldMetrics, list[str]] | None:
+    """The metrics of captions an earlier ``evaluate_model`` wrote to ``recorded`` (the world
+    build's m0 captions: greedy, so recaptioning would give the same text), rescored against
+    ``scenes``; None when the file is missing or holds other scenes."""
+    import json
+
+    if not recorded.is_file():
+        return None
+    rows = [json.loads(line) for line in recorded.read_text().splitlines() if line.strip()]
+    if [(r.get("scene_id"), r.get("objects")) for r in rows] != [(s.scene_id, s.truth()) for s in scenes]:
+        return None
+    texts = [r["caption"] for r in rows]
+    return _scored(texts, scenes, jsonl), texts
+
+
+def _scored(texts: list[str], scenes: list[Scene], jsonl: Path | None) -> WorldMetrics:
     metrics, scores = evaluate(texts, scenes)
     if jsonl is not None:
         _write_jsonl(jsonl, [{"scene_id": s.scene_id, "objects": s.truth(), "caption": t,
                               "hallucinated": [m.word for m in sc.chair.hallucinated],
                               "wrong_colours": sc.wrong_colour}
                              for s, t, sc in zip(scenes, texts, scores)])
-    return metrics, texts
+    return metrics
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -1,9 +1,18 @@
-"""Every shipped kernel config built for sm_90a as the JIT specialises the product's calls
-(``judgefree.kernels._build``, once per session in subprocesses without the interpreter):
-0 spill bytes, fits the SM, reaches the occupancy its design assumes. A config that does not
-is a failing test. The builder's own pieces are tested first, without compiling."""
+"""The shipped kernel configs built for sm_90a as the JIT specialises the product's calls
+(``judgefree.kernels._build``, once per module in subprocesses without the interpreter):
+0 spill bytes, fits the SM, reaches the occupancy its design assumes, wide loads in the hot
+loops. A config that does not is a failing test. The builder's own pieces are tested first,
+without compiling.
+
+Every build is specialised (cheap: its JIT signature, constants and divisibility); by default
+only one build per code path at its largest sizes is compiled, the rule of
+``judgefree.kernels._build_selection`` (44 of 151 builds when it was written).
+``JUDGEFREE_KERNEL_BUILDS=all`` compiles the full matrix here, as ``bench/kernel_report.py`` does."""
 
 from __future__ import annotations
+
+import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -69,17 +78,81 @@ def test_overrides_take_literals_only_and_name_real_globals(monkeypatch):
     assert lt.GPU_CONFIG.block_h == 32 and lt.GPU_CONFIG.block_n == before.block_n != 32
 
 
+# -- the selection rule, on builds made up here (no compiling) ---------------------------------
+
+def _fake_build(name, constexprs, *, module="m", ints=(), marked=(), ones=(), dtype="*bf16", warps=4):
+    """A Build-like object: ``constexprs`` {name: value} are the kernel's constexpr parameters,
+    ``ints`` its runtime integer arguments, of which ``marked`` are divisible by 16 and ``ones``
+    were 1 (a constant)."""
+    names = ["x_ptr", *ints, *constexprs]
+    params = [SimpleNamespace(is_constexpr=n in constexprs) for n in names]
+    kernel = SimpleNamespace(__module__=module, __name__=name, arg_names=names, params=params)
+    index = {n: i for i, n in enumerate(names)}
+    consts = {(index[n],): v for n, v in constexprs.items()} | {(index[n],): 1 for n in ones}
+    signature = {"x_ptr": dtype} | {n: ("constexpr" if n in ones else "i32") for n in ints} | {
+        n: "constexpr" for n in constexprs}
+    attrs = {(0,): [["tt.divisibility", 16]]} | {(index[n],): [["tt.divisibility", 16]] for n in marked}
+    return SimpleNamespace(kernel=kernel, signature=signature, constexprs=consts, attrs=attrs,
+                           options=SimpleNamespace(num_warps=warps, num_stages=3))
+
+
+def test_selection_keeps_the_largest_and_the_least_specialised_build_of_each_code_path():
+    from judgefree.kernels._build_selection import family_key, representatives
+
+    builds = [
+        _fake_build("_k", {"MODE": True, "PAD": 16}, ints=("V", "NC"), marked=("V", "NC")),    # 0
+        _fake_build("_k", {"MODE": True, "PAD": 128}, ints=("V", "NC"), marked=("V", "NC")),   # 1 largest
+        _fake_build("_k", {"MODE": True, "PAD": 64}, ints=("V", "NC"), marked=("V",)),          # 2 least specialised
+        _fake_build("_k", {"MODE": True, "PAD": 128}, ints=("V", "NC", "S"), ones=("NC",), marked=("V", "S")),  # 3
+        _fake_build("_k", {"MODE": False, "PAD": 16}, ints=("V", "NC"), marked=("V", "NC")),   # 4 another mode
+        _fake_build("_k", {"MODE": True, "PAD": 16}, ints=("V", "NC"), marked=("V", "NC"), dtype="*fp16"),  # 5
+        _fake_build("_k", {"MODE": True, "PAD": 16}, ints=("V", "NC"), marked=("V", "NC"), warps=8),  # 6
+        _fake_build("_new_kernel", {"A": 2, "B": 8}, ints=("N",)),                             # 7
+        _fake_build("_new_kernel", {"A": 4, "B": 1}, ints=("N",)),                             # 8 largest A
+        _fake_build("_new_kernel", {"A": 1, "B": 16}, ints=("N",)),                            # 9 largest B
+    ]
+    # a runtime integer specialised to 1 or marked divisible is the same code path, a mode is not
+    assert family_key(builds[0]) == family_key(builds[2]) == family_key(builds[3])
+    assert len({family_key(b) for b in builds[:7]}) == 4
+    assert representatives(builds) == [1, 2, 4, 5, 6, 8, 9]
+    # equal sizes: the less specialised build stands for both (3 also has NC == 1 and S marked)
+    assert representatives([builds[3], builds[1]]) == [1]
+    assert representatives([builds[0]]) == [0]
+
+
+def test_every_build_has_a_representative_in_its_family(builds_and_plans):
+    compiled_families = {r["family"] for r in builds_and_plans if r["compiled"]}
+    orphans = [f"{r['kernel']} [{r['config']}]" for r in builds_and_plans if r["family"] not in compiled_families]
+    assert not orphans, "\n".join(orphans)
+    sizes = {f: sum(r["family"] == f for r in builds_and_plans) for f in compiled_families}
+    assert all(r["family_builds"] == sizes[r["family"]] for r in builds_and_plans if r["compiled"])
+
+
 # -- the shipped configs, compiled ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def builds():
+def builds_and_plans():
+    """Every build's record: compiled ones with ptxas' and the SASS' facts, the others with
+    their specialisation only (``compiled`` False), unless JUDGEFREE_KERNEL_BUILDS=all."""
     from judgefree.kernels._build import build_in_subprocess
 
-    return build_in_subprocess([90], jobs=2)
+    subset = os.environ.get("JUDGEFREE_KERNEL_BUILDS", "representative")
+    return build_in_subprocess([90], jobs=2, subset=subset)
+
+
+@pytest.fixture(scope="module")
+def builds(builds_and_plans):
+    return [r for r in builds_and_plans if r["compiled"]]
 
 
 def _name(record: dict) -> str:
     return f"{record['kernel']} [{record['config']}] (e.g. {record['cases'][0]['case']})"
+
+
+def _dtype(record: dict) -> str:
+    """The 16-bit element type a build's pointers carry (its tensors' dtype)."""
+    ptrs = next(p for p in record["config"].split(" | ") if p.startswith("ptrs "))[5:].split("/")
+    return next((t for t in ("bf16", "fp16") if t in ptrs), "/".join(ptrs))
 
 
 def _label_set(record: dict, prefix: str) -> set[str]:
@@ -96,12 +169,15 @@ def _kernels_in(module_name: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_every_kernel_of_every_module_is_built(builds):
+def test_every_kernel_of_every_module_is_built(builds, builds_and_plans):
     built = {r["kernel"] for r in builds}
     for module in KERNEL_MODULES:
         missing = _kernels_in(module) - built
         assert not missing, f"{module}.build_cases() launches no {sorted(missing)}"
     assert all(r["arch"] == "sm_90a" for r in builds)
+    # every kernel is compiled in every dtype it ships in
+    shipped = {(r["kernel"], _dtype(r)) for r in builds_and_plans}
+    assert shipped == {(r["kernel"], _dtype(r)) for r in builds}
 
 
 @pytest.mark.slow
@@ -120,7 +196,9 @@ def test_every_config_fits_and_reaches_its_design_occupancy(builds):
 
 
 @pytest.mark.slow
-def test_builds_are_specialised_as_the_jit_specialises_real_calls(builds):
+def test_builds_are_specialised_as_the_jit_specialises_real_calls(builds_and_plans):
+    builds = builds_and_plans  # the specialisation of every build, compiled or not
+
     def case_of(record, text):
         return any(text in c["case"] for c in record["cases"])
 
