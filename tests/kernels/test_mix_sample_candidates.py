@@ -79,7 +79,18 @@ def test_lm_like_rows_take_the_candidate_path_and_match_the_reference(vocab, fre
     top_p = torch.tensor([0.9, 0.9, 0.5, 0.9, 0.95, 0.2, 0.999, 0.8])
     c, u = lm_like(gen, 8, vocab), lm_like(gen, 8, vocab)
     out, reference, served = run(c, u, h, temperature, top_p)
-    assert served.all(), served  # LM-like rows: no chunk holds more than CAND_CAP candidates
+    # The path serves a row when no chunk holds more than CAND_CAP candidates p >= L: counted
+    # here independently in float64 (rows within rounding of the cap are not judged).
+    t_eff = torch.where(temperature > 0, temperature, 1.0).double()[:, None]
+    p = (1 - h[:, None]) * torch.softmax(c.double() / t_eff, -1) + h[:, None] * torch.softmax(u.double() / t_eff, -1)
+    bound = (1 - top_p.double()) * (1 - 2.0**-8) / vocab
+    chunks = -(-vocab // 2048)
+    counts = torch.zeros(8, chunks * 2048)
+    counts[:, :vocab] = (p >= bound[:, None]).double()
+    most = counts.view(8, chunks, 2048).sum(-1).max(-1).values
+    clear = (most - CAND_CAP).abs() > 8
+    assert torch.equal(served.bool()[clear], (most <= CAND_CAP)[clear]), (served, most)
+    assert served.sum() >= 5  # these rows are mostly LM-like: the path is exercised
     assert_same(out, reference)
 
 
@@ -96,7 +107,7 @@ def test_gpu_candidate_path_at_product_vocabularies(vocab, dtype, fresh_seed):
     temperature = torch.where(torch.arange(batch) % 8 == 0, 0.0, 0.7 + 0.6 * torch.rand(batch, generator=gen))
     top_p = 0.8 + 0.15 * torch.rand(batch, generator=gen)
     out, reference, served = run(c.to(dtype), u.to(dtype), h, temperature, top_p, device="cuda")
-    assert served.all()
+    assert served.float().mean() >= 0.9  # a row whose random peaks came out low may be too flat
     close = (out[1] - reference[1]).abs() <= TOL
     assert close.float().mean() >= 0.97  # a top-p edge within fp32 rounding may move a few rows
     assert torch.equal(out[0][close], reference[0][close])
@@ -186,7 +197,7 @@ def test_without_the_host_hint_top_p_rows_take_the_full_search_and_agree(fresh_s
             per_row(False, torch.bool), log_beta_rows(0.1, 4, "cpu"))
     served = torch.zeros(4, dtype=torch.int32)
     with_path = mix_sample_triton(*args, has_contrast=False, served_out=served)
-    assert served.all()
+    assert served.sum() >= 3  # LM-like rows at T = 1: all but a rare flat one are served
     without = mix_sample_triton(*args, has_contrast=False, has_top_p=False, served_out=served)
     assert not served.any()
     assert torch.equal(with_path[0], without[0])
