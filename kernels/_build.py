@@ -402,6 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", choices=SUBSETS, default="all",
                         help="compile every build, or one per code path (kernels/_build_selection.py)")
     args = parser.parse_args(argv)
+    # Run directly, too, every build must compile (not come from Triton's cache) and print
+    # ptxas' log, which the records are read from: what build_in_subprocess's workers get.
+    os.environ.setdefault("TRITON_DUMP_PTXAS_LOG", "1")
+    os.environ.setdefault("TRITON_ALWAYS_COMPILE", "1")
     index, count = (int(x) for x in args.shard.split("/"))
     overrides = dict(parse_override(text) for text in args.set)
     for record in run(args.arch or [90], (index, count), args.kernel, args.case, overrides, args.subset):
