@@ -404,6 +404,10 @@ def linear_logprobs_triton(
                                       deterministic, filter_eps)
 
 
+# The build cases' stand-in packed lists: the fraction of (row, 128-wide vocab tile) pairs live that
+# bench/linear_logprobs_live.py measured on SmolLM2-135M's own samples at 2^-12 (17-22 %).
+PACKED_BUILD_PAIR_LIVE = 0.22
+
 # CTAs per SM the GPU tiles are designed for: one 128 x 128 tile per SM, 8 warps (two warpgroups).
 DESIGN_CTAS_PER_SM = 1
 
@@ -431,20 +435,27 @@ def build_cases():
         return call
 
     def launch_mode(tokens, hidden_size, vocab, mode):
-        def call():  # the filtered fast backward, or the deterministic kernels (bf16, both grads)
+        def call():  # the filtered fast backward (tile verdicts or packed rows), or the deterministic kernels (bf16)
             hidden = torch.empty(tokens, hidden_size, dtype=torch.bfloat16, device="cuda")
             weight = torch.empty(vocab, hidden_size, dtype=torch.bfloat16, device="cuda")
             targets = torch.zeros(tokens, dtype=torch.int64, device="cuda")
             lse, grad = torch.empty(tokens, device="cuda"), torch.empty(tokens, device="cuda")
             config = default_config(tokens, vocab, hidden_size)
             # Filtered: the forward records its tile maxima and the backward skips dead tiles.
-            filtered, frozen, deterministic = ("filtered" in mode), ("frozen" in mode), ("deterministic" in mode)
+            filtered, frozen, deterministic = ("filtered" in mode or "packed" in mode), ("frozen" in mode), \
+                ("deterministic" in mode)
             v_blocks, n_blocks = triton.cdiv(vocab, config.block_v), triton.cdiv(tokens, config.block_n)
             bwd_blocks = triton.cdiv(vocab, backward_tiles(config, not frozen, deterministic)[0])
             tile_max = torch.empty(v_blocks, tokens, device="cuda") if filtered else None
             live = torch.empty(n_blocks, bwd_blocks, dtype=torch.uint8, device="cuda") if filtered else None
             eps = 2.0**-12 if filtered else None
-            if not deterministic:
+            if "packed" in mode:  # stand-in lists at the measured 22 % of (row, 128-wide tile) pairs live
+                forward_lse(hidden, weight, targets, config, tile_max=tile_max)
+                pairs = int(PACKED_BUILD_PAIR_LIVE * tokens * bwd_blocks)
+                work = torch.empty(triton.cdiv(pairs, config.block_n) + bwd_blocks, 3, dtype=torch.int32, device="cuda")
+                backward_grads(hidden, weight, targets, lse, grad, config, True, not frozen, eps, packed=(
+                    torch.empty(pairs, dtype=torch.int32, device="cuda"), work))
+            elif not deterministic:
                 forward_lse(hidden, weight, targets, config, tile_max=tile_max)
                 backward_grads(hidden, weight, targets, lse, grad, config, True, not frozen, eps, live)
             else:
@@ -461,7 +472,7 @@ def build_cases():
                                                      "_grad_weight_kernel")}
     modes = [LaunchCase(f"linear_logprobs {names[h, v]} N=8192 bfloat16 {mode}", launch_mode(8192, h, v, mode), design,
                         dict(op="linear_logprobs", tokens=8192, hidden=h, vocab=v, dtype="bfloat16", mode=mode))
-             for h, v in shapes for mode in ("filtered", "filtered frozen", "deterministic",
+             for h, v in shapes for mode in ("filtered", "filtered frozen", "packed", "packed frozen", "deterministic",
                                                   "deterministic filtered")]
     return [LaunchCase(f"linear_logprobs {names[h, v]} N={n} {dtype} {'weight grad' if w else 'frozen weight'}",
                        launch(n, h, v, dtype, w),
