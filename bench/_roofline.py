@@ -85,6 +85,7 @@ class Work:
     warp_instructions: float
     bytes_in_flight: float
     unmodelled_loops: int = 0
+    fixed_s: float = 0.0  # host-side cost beside the launch (torch ops' launches, host syncs)
 
     def times(self, gpu: GPUModel) -> dict[str, float]:
         active_sms = min(self.programs, gpu.sms)
@@ -96,7 +97,7 @@ class Work:
             "flop": self.flops / gpu.flops,
             "issue": self.warp_instructions / (active_sms * gpu.ipc * gpu.clock),
             "latency": self.hbm_bytes * gpu.hbm_latency / in_flight + l2_only * gpu.l2_latency / in_flight,
-            "launch": gpu.launch,  # fixed, added to the launch's largest time (not a competing bound)
+            "launch": gpu.launch + self.fixed_s,  # fixed, added to the launch's largest time (not a competing bound)
         }
 
 
@@ -400,12 +401,12 @@ def linear_logprobs_packing(tokens: int, vocab: int, block_v: int, pair_live: fl
     """Building the packed backward's row lists: the [tiles, N] bool verdicts written by
     ``live_rows`` and read ~4 times (the grad mask, nonzero's count and write passes, the
     per-segment counts), nonzero's int64 [L, 3] written and read (48 B per live pair) and the
-    int32 row index written and read by the kernel (8 B). Its launches and host syncs,
-    ``PACKING_FIXED_S``, are added by the caller (``bench/linear_logprobs_model.py``)."""
+    int32 row index written and read by the kernel (8 B); its launches and host syncs,
+    ``PACKING_FIXED_S``, as a fixed cost."""
     verdicts = tokens * math.ceil(vocab / block_v)
     pairs = pair_live * verdicts
     moved = 5 * verdicts + 56 * pairs
-    return Work("pack_live_rows", 1, 1, moved, moved, 0.0, 0.0, float("inf"))
+    return Work("pack_live_rows", 1, 1, moved, moved, 0.0, 0.0, float("inf"), fixed_s=PACKING_FIXED_S)
 
 
 def linear_logprobs_verdicts(tokens: int, vocab: int, block_v: int) -> Work:
