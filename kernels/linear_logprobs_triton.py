@@ -17,7 +17,9 @@ it means a read-modify-write of global memory per tile, which costs as much traf
 atomics and serialises the grid. The price is run-to-run differences at float32 rounding
 level in the gradients; the PyTorch path is deterministic. Token blocks whose upstream
 gradient is all zero (ignored positions) skip their tiles exactly; with gradient filtering
-the forward marks the dead tiles (``linear_logprobs_filter``) and they skip even the recompute.
+the forward marks the dead (row, tile) pairs (``linear_logprobs_filter``) and the backward runs
+only dense blocks of each vocab tile's live rows (``PACKED``, lists from ``linear_logprobs_pack``),
+or skips whole dead tiles (``PREFILTER``: ``filter_packed=False``, the deterministic kernels).
 """
 
 from __future__ import annotations
