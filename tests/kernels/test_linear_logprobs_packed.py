@@ -65,7 +65,7 @@ def _delta64(hidden, weight, targets, grad_out):
 def _verdicts(hidden, weight, targets, config, eps, bwd_block_v):
     valid = targets != IGNORE
     safe = torch.where(valid, targets, 0)
-    tile_max = torch.empty(-(-weight.shape[0] // config.block_v), hidden.shape[0])
+    tile_max = torch.empty(-(-weight.shape[0] // config.block_v), hidden.shape[0], device=hidden.device)
     lse, target_logit = forward_lse(hidden, weight, safe, config, tile_max=tile_max)
     return live_rows(tile_max, lse, target_logit - lse, safe, valid, config.block_v, eps, bwd_block_v), lse, safe
 
@@ -259,3 +259,11 @@ def test_gpu_packed_backward_on_rows_that_keep_different_tiles(train_weight, fre
             continue
         slack = 2**-7 * ref.double().abs().cpu() + 1e-6
         assert torch.all((got - ref).double().abs().cpu() <= bound + slack)
+    row_live, _, _ = _verdicts(*cuda[:3], GPU_CONFIG, eps, GPU_CONFIG.block_v if train_weight else
+                               GPU_CONFIG.frozen_block_v)
+    grad = torch.where(cuda[2] != IGNORE, cuda[3], 0.0)
+    _, work = packed_work(row_live, grad, GPU_CONFIG, cuda[0])
+    n_blocks = -(-1100 // GPU_CONFIG.block_n)
+    tiles = torch.nn.functional.pad(row_live & (grad != 0)[None, :], (0, n_blocks * GPU_CONFIG.block_n - 1100))
+    tiles = int(tiles.reshape(row_live.shape[0], n_blocks, GPU_CONFIG.block_n).any(2).sum())
+    assert 0 < work.shape[0] < tiles  # packing drops blocks where whole tiles stay live
