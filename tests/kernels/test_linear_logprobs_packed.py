@@ -217,6 +217,29 @@ def test_packed_backward_with_every_pair_dead_and_with_the_lists_refused_beside_
                        torch.ones(2, 3, dtype=torch.uint8), lists)
 
 
+def test_packed_backward_at_extreme_logits_is_finite_and_within_the_bound(fresh_seed):
+    """Logits in the thousands (one-hot softmax up to fp32 rounding, an exp that would overflow
+    without the saved lse): the packed gradients stay finite and within the bound of float64."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    n, h, v, eps = 23, 40, 333, 1e-3
+    hidden = torch.randn(n, h, generator=gen) * 400.0
+    weight = torch.randn(v, h, generator=gen) / h**0.5 * 3
+    targets = torch.randint(0, v, (n,), generator=gen)
+    targets[0] = torch.argmax(hidden[0].double() @ weight.double().T)  # a logp of ~0: a confident row
+    targets[4] = IGNORE
+    grad_out = torch.randn(n, generator=gen)
+    config = KernelConfig(block_n=16, block_v=128, block_h=64, vocab_splits=2)
+    out, g_hidden, g_weight = _run(lambda a, b, t: linear_logprobs_triton(a, b, t, IGNORE, config, filter_eps=eps),
+                                   hidden, weight, targets, grad_out)
+    assert torch.isfinite(out).all() and torch.isfinite(g_hidden).all() and torch.isfinite(g_weight).all()
+    delta, g = _delta64(hidden, weight, targets, grad_out)
+    small = torch.where(delta.abs() < eps + 1e-5, delta.abs() + 1e-5, 0.0) * g.abs()[:, None]
+    bounds = (small.sum(1)[:, None] * weight.double().abs().amax(0)[None, :], small.T @ hidden.double().abs())
+    for got, want, bound in ((g_hidden, (delta * g[:, None]) @ weight.double(), bounds[0]),
+                             (g_weight, (delta * g[:, None]).T @ hidden.double(), bounds[1])):
+        assert torch.all((got.double() - want).abs() <= bound + 1e-4 * float(want.abs().max()))
+
+
 def test_filter_eps_takes_the_packed_path_unless_told_otherwise(monkeypatch, fresh_seed):
     """linear_logprobs(..., filter_eps) builds the packed lists (default config); filter_packed=False
     and deterministic=True keep the tile verdicts."""
