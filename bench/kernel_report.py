@@ -133,10 +133,10 @@ def _linear_logprobs_rows(records: list[dict]):
 # samples (96-99.5 %, bench/results/linear_logprobs_live_cpu.md); 0.25 and 0.05 are assumed, a
 # far more confident model, to show what filtering would then be worth.
 LIVE_FRACTIONS = (0.97, 0.25, 0.05)
-# Fractions of (row, 128-wide vocab tile) pairs live, what the packed backward runs: measured on the
-# same data (22 % at T = 1, 17 % at T = 0.7 / top-p 0.9). The frozen backward's 256-wide tiles take
-# twice that (the upper bound: live when either half is; not measured).
-PAIR_FRACTIONS = (0.22, 0.17)
+# Fractions of (row, vocab tile) pairs live, what the packed backward runs, measured on the same data
+# (bench/results/linear_logprobs_live_cpu.md, DPO batch at 2^-12): 128-wide tiles (weight grad) 22 % at
+# T = 1, 17 % at T = 0.7 / top-p 0.9; 256-wide tiles (frozen) 32 % and 26 %.
+PAIR_FRACTIONS = ((0.22, 0.32), (0.17, 0.26))
 
 
 def _filtered_rows(records: list[dict], shape: dict, label: str, forward: roofline.Work):
@@ -164,8 +164,8 @@ def _filtered_rows(records: list[dict], shape: dict, label: str, forward: roofli
         packed = _find(records, "_backward_kernel", mode=packed_mode, **shape)
         case = next(c for c in packed["cases"] if c["shape"].get("mode") == packed_mode)
         group = group_rows_for_l2(tokens, hidden, 2, case["args"]["BLOCK_N"], roofline.H100.l2_bytes)
-        for pair in PAIR_FRACTIONS:
-            pair = pair if weight_grad else min(1.0, 2 * pair)
+        for pairs in PAIR_FRACTIONS:
+            pair = pairs[0] if weight_grad else pairs[1]
             yield (f"linear_logprobs fwd+bwd ({kind}), filtered, packed rows, live pairs {pair:g}", label, [
                 fwd_tiles, verdicts, roofline.linear_logprobs_packing(tokens, vocab, case["args"]["BLOCK_V"], pair),
                 roofline.linear_logprobs_packed_backward(packed, tokens, hidden, vocab, 2, weight_grad, pair, group,
