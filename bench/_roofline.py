@@ -85,6 +85,7 @@ class Work:
     warp_instructions: float
     bytes_in_flight: float
     unmodelled_loops: int = 0
+    fixed_s: float = 0.0  # host-side cost beside the launch (torch ops' launches, host syncs)
 
     def times(self, gpu: GPUModel) -> dict[str, float]:
         active_sms = min(self.programs, gpu.sms)
@@ -96,7 +97,7 @@ class Work:
             "flop": self.flops / gpu.flops,
             "issue": self.warp_instructions / (active_sms * gpu.ipc * gpu.clock),
             "latency": self.hbm_bytes * gpu.hbm_latency / in_flight + l2_only * gpu.l2_latency / in_flight,
-            "launch": gpu.launch,  # fixed, added to the launch's largest time (not a competing bound)
+            "launch": gpu.launch + self.fixed_s,  # fixed, added to the launch's largest time (not a competing bound)
         }
 
 
@@ -331,6 +332,81 @@ def linear_logprobs_backward(record: dict, tokens: int, hidden: int, vocab: int,
     k_loop = next((lp for lp in record["loops"] if "BLOCK_H" in lp["header"]), None)
     in_flight = resident * _loop_bytes(k_loop, record["num_warps"]) * max(record["num_stages"] - 1, 1) if k_loop else 0
     return Work(record["kernel"], programs, resident, hbm, l2, flops, instructions, in_flight, unmodelled)
+
+
+def expected_blocks(rows: int, live: float, block_n: int) -> float:
+    """E[ceil(K / block_n)] for K ~ Binomial(rows, live): the packed blocks of one (row group,
+    vocab tile) segment when each row is live there independently with probability ``live``."""
+    if live <= 0.0:
+        return 0.0
+    if live >= 1.0:
+        return float(math.ceil(rows / block_n))
+    log_p, log_q = math.log(live), math.log1p(-live)
+    total = 0.0
+    for k in range(1, rows + 1):
+        log_pmf = math.lgamma(rows + 1) - math.lgamma(k + 1) - math.lgamma(rows - k + 1) + k * log_p + (rows - k) * log_q
+        total += math.exp(log_pmf) * math.ceil(k / block_n)
+    return total
+
+
+def linear_logprobs_packed_backward(record: dict, tokens: int, hidden: int, vocab: int, dtype_bytes: int,
+                                    weight_grad: bool, pair_live: float, group_rows: int,
+                                    mode: str | None = None) -> Work:
+    """The packed filtered backward (``kernels/linear_logprobs_pack.py``): per (row group, vocab
+    tile) segment, dense blocks of the rows live there; one program per block.
+
+    ``pair_live``: the fraction of (row, vocab tile) pairs that are live (each row independently;
+    real data: 0.17-0.22 at 128-wide tiles on SmolLM2). Blocks per segment: E[ceil(K / BLOCK_N)],
+    K ~ Binomial(group rows, pair_live) (the padding of each segment's last block counted). Per
+    block L2 carries the vocab tile's W twice (recompute, dX) and, with the weight gradient, its
+    fp32 dW partial; per live row (gathered through the row index: whole rows of H, so the same
+    sectors as a dense tile) its X for the recompute (and again for dW) and its fp32 dX partial;
+    masked slots load and add nothing. The tensor cores run full BLOCK_N-row tiles. HBM: a
+    group's X and dX stay in L2 (``group_rows_for_l2``), so X is read once and dX read + written
+    once; W (and dW, read-modify-written) sweep once per group, where a segment is non-empty."""
+    shape = dict(mode=mode) if mode else dict(weight_grad=weight_grad)
+    case = _case(record, tokens=tokens, hidden=hidden, vocab=vocab, **shape)
+    bn, bv, bh = (case["args"][k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H"))
+    v_blocks = math.ceil(vocab / bv)
+    sizes = [group_rows] * (tokens // group_rows) + ([tokens % group_rows] if tokens % group_rows else [])
+    blocks = v_blocks * sum(expected_blocks(rows, pair_live, bn) for rows in sizes)
+    programs = max(1, round(blocks))
+    resident = _resident(record, programs)
+    pairs = pair_live * tokens * v_blocks
+    weight, hid = vocab * hidden * dtype_bytes, tokens * hidden * dtype_bytes
+    grad_w, grad_h = vocab * hidden * 4, tokens * hidden * 4
+    touched = sum(1.0 - (1.0 - pair_live) ** rows for rows in sizes) / len(sizes)  # a segment has a live row
+    sweeps = len(sizes) if weight > H100.l2_bytes else 1
+    hbm = hid + 2 * grad_h + weight * sweeps * touched
+    if weight_grad:
+        hbm += 2 * grad_w * (len(sizes) if grad_w > H100.l2_bytes else 1) * touched
+    l2 = blocks * 2 * bv * hidden * dtype_bytes + pairs * hidden * (dtype_bytes + 4) + blocks * bn * 4 * 3
+    if weight_grad:
+        l2 += pairs * hidden * dtype_bytes + blocks * bv * hidden * 4
+    flops = 2.0 * bn * bv * hidden * blocks * (2 + int(weight_grad))
+    k_steps = math.ceil(hidden / bh)
+    iterations = [blocks * k_steps if "BLOCK_H" in loop["header"] else None for loop in record["loops"]]
+    instructions, unmodelled = _issue(record, iterations, programs)
+    k_loop = next((lp for lp in record["loops"] if "BLOCK_H" in lp["header"]), None)
+    in_flight = resident * _loop_bytes(k_loop, record["num_warps"]) * max(record["num_stages"] - 1, 1) if k_loop else 0
+    return Work(record["kernel"], programs, resident, hbm, l2, flops, instructions, in_flight, unmodelled)
+
+
+# The row lists' build (torch ops between forward and backward, linear_logprobs_pack): ~12 launches
+# and two host syncs (nonzero's size, the grid's block count), taken at the eager-launch cost.
+PACKING_FIXED_S = 12 * 5e-6 + 2 * 20e-6
+
+
+def linear_logprobs_packing(tokens: int, vocab: int, block_v: int, pair_live: float) -> Work:
+    """Building the packed backward's row lists: the [tiles, N] bool verdicts written by
+    ``live_rows`` and read ~4 times (the grad mask, nonzero's count and write passes, the
+    per-segment counts), nonzero's int64 [L, 3] written and read (48 B per live pair) and the
+    int32 row index written and read by the kernel (8 B); its launches and host syncs,
+    ``PACKING_FIXED_S``, as a fixed cost."""
+    verdicts = tokens * math.ceil(vocab / block_v)
+    pairs = pair_live * verdicts
+    moved = 5 * verdicts + 56 * pairs
+    return Work("pack_live_rows", 1, 1, moved, moved, 0.0, 0.0, float("inf"), fixed_s=PACKING_FIXED_S)
 
 
 def linear_logprobs_verdicts(tokens: int, vocab: int, block_v: int) -> Work:

@@ -25,6 +25,7 @@ import _roofline as roofline
 from _timing import write_atomic
 
 from judgefree.kernels._build import build_in_subprocess, parse_override
+from judgefree.kernels.linear_logprobs_pack import group_rows_for_l2
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
@@ -132,6 +133,10 @@ def _linear_logprobs_rows(records: list[dict]):
 # samples (96-99.5 %, bench/results/linear_logprobs_live_cpu.md); 0.25 and 0.05 are assumed, a
 # far more confident model, to show what filtering would then be worth.
 LIVE_FRACTIONS = (0.97, 0.25, 0.05)
+# Fractions of (row, vocab tile) pairs live, what the packed backward runs, measured on the same data
+# (bench/results/linear_logprobs_live_cpu.md, DPO batch at 2^-12): 128-wide tiles (weight grad) 22 % at
+# T = 1, 17 % at T = 0.7 / top-p 0.9; 256-wide tiles (frozen) 32 % and 26 %.
+PAIR_FRACTIONS = ((0.22, 0.32), (0.17, 0.26))
 
 
 def _filtered_rows(records: list[dict], shape: dict, label: str, forward: roofline.Work):
@@ -155,6 +160,16 @@ def _filtered_rows(records: list[dict], shape: dict, label: str, forward: roofli
             yield (f"  same, Cut Cross-Entropy's scheme (recompute all, then filter; 128 x 128)", label, [
                 forward, roofline.linear_logprobs_backward(plain, tokens, hidden, vocab, 2, weight_grad, live,
                                                            recompute_all=True, block_v=128)])
+        packed_mode = "packed" if weight_grad else "packed frozen"
+        packed = _find(records, "_backward_kernel", mode=packed_mode, **shape)
+        case = next(c for c in packed["cases"] if c["shape"].get("mode") == packed_mode)
+        group = group_rows_for_l2(tokens, hidden, 2, case["args"]["BLOCK_N"], roofline.H100.l2_bytes)
+        for pairs in PAIR_FRACTIONS:
+            pair = pairs[0] if weight_grad else pairs[1]
+            yield (f"linear_logprobs fwd+bwd ({kind}), filtered, packed rows, live pairs {pair:g}", label, [
+                fwd_tiles, verdicts, roofline.linear_logprobs_packing(tokens, vocab, case["args"]["BLOCK_V"], pair),
+                roofline.linear_logprobs_packed_backward(packed, tokens, hidden, vocab, 2, weight_grad, pair, group,
+                                                         mode=packed_mode)])
 
 
 def _paged_decode_rows(records: list[dict]):

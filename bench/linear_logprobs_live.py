@@ -130,14 +130,23 @@ def response_rows(model, pairs: list[dict], role: str) -> tuple[torch.Tensor, to
     return torch.cat(rows), torch.cat(targets), drift
 
 
-def compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n: int, block_v: int, eps: float) -> float:
-    """Tiles a backward would run if, per vocab tile, it packed only the rows live there into
-    dense ``block_n``-row tiles (a design not built: rows gathered by index), over today's tiles."""
-    from judgefree.kernels.linear_logprobs_filter import live_tiles
+def compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n: int, block_v: int, eps: float,
+                       backward_block_v: int | None = None) -> float:
+    """Blocks the packed backward runs (per vocab tile, the rows live there in dense ``block_n``-row
+    blocks; one packing group, as at H = 576), over the dense tiles of the same width."""
+    from judgefree.kernels.linear_logprobs_filter import live_rows
 
-    per_row = live_tiles(tile_max, lse, target_logp, targets, valid, 1, block_v, eps)  # [N, v_blocks]
-    packed = (per_row.sum(0, dtype=torch.int64) + block_n - 1) // block_n
-    return float(packed.sum()) / (-(-per_row.shape[0] // block_n) * per_row.shape[1])
+    per_row = live_rows(tile_max, lse, target_logp, targets, valid, block_v, eps, backward_block_v)  # [tiles, N]
+    packed = (per_row.sum(1, dtype=torch.int64) + block_n - 1) // block_n
+    return float(packed.sum()) / (-(-per_row.shape[1] // block_n) * per_row.shape[0])
+
+
+def pair_fraction(tile_max, lse, target_logp, targets, valid, block_v: int, eps: float,
+                  backward_block_v: int | None = None) -> float:
+    """The fraction of (row, backward vocab tile) pairs that are live: what the packed backward runs."""
+    from judgefree.kernels.linear_logprobs_filter import live_rows
+
+    return float(live_rows(tile_max, lse, target_logp, targets, valid, block_v, eps, backward_block_v).double().mean())
 
 
 def measure(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, grad: torch.Tensor | None,
@@ -171,7 +180,12 @@ def measure(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, grad: torch
                     # what finer row tiles would keep (the kernel's are block_n rows; 1: per row)
                     rows_live={rows: float(live_tiles(tile_max, lse, target_logp, targets, valid, rows, block_v,
                                                       eps).double().mean()) for rows in ROW_TILES},
-                    compacted=compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n, block_v, eps))
+                    compacted=compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n, block_v, eps),
+                    pairs=pair_fraction(tile_max, lse, target_logp, targets, valid, block_v, eps),
+                    pairs_frozen=pair_fraction(tile_max, lse, target_logp, targets, valid, block_v, eps,
+                                               frozen_block_v),
+                    compacted_frozen=compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n, block_v,
+                                                        eps, frozen_block_v))
                for eps, (live, live_frozen) in zip(eps_list, verdicts)]
     if grad is None or error_eps not in eps_list:
         return summary
@@ -273,12 +287,14 @@ def main(argv: list[str] | None = None) -> None:
                 print(lines[-1], flush=True)
                 finer.append(f"| {role} | 2^{math.log2(m['eps']):.0f} | "
                              + " | ".join(f"{m['rows_live'][r]:.1%}" for r in ROW_TILES)
-                             + f" | {m['live']:.1%} | {m['compacted']:.1%} |")
+                             + f" | {m['live']:.1%} | {m['compacted']:.1%} | {m['pairs_frozen']:.1%} | "
+                             f"{m['compacted_frozen']:.1%} |")
         lines += ["", "The same verdicts at finer row tiles (what a smaller BLOCK_N would keep; 1 row: the "
                   "intrinsic sparsity of d logits at 128 vocabulary ids):", "",
                   "| responses | eps | " + " | ".join(f"{r} row{'s' if r > 1 else ''}" for r in ROW_TILES)
-                  + " | 128 rows (shipped) | live rows packed per vocab tile into 128-row tiles (not built) |",
-                  "|---|---|" + "---|" * (len(ROW_TILES) + 2)] + finer + [""]
+                  + " | 128 rows (tiles) | packed backward: blocks / tiles | 1 row x 256 (frozen) | "
+                  "packed frozen: blocks / 128 x 256 tiles |",
+                  "|---|---|" + "---|" * (len(ROW_TILES) + 4)] + finer + [""]
     head = [f"Gradient filtering on real DPO data: SmolLM2-135M-Instruct (H = 576, V = 49152), its own samples "
             f"from the engine (text-only two-path decoding), teacher-forced, round 0 (policy = reference), "
             f"DPO beta {args.beta:g}; up to {args.max_new_tokens} new tokens per response, seed {args.seed}; "

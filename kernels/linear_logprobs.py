@@ -43,10 +43,11 @@ def linear_logprobs(
     gradients across runs and split counts (slower; see ``linear_logprobs_deterministic``).
     The PyTorch path has no atomics either way.
 
-    ``filter_eps``: gradient filtering (Cut Cross-Entropy's idea). A backward tile of
-    [token block, vocab block] whose every |onehot - softmax| is below ``filter_eps`` on the
-    valid rows is skipped; the forward decides it (``linear_logprobs_filter``), so a skipped
-    tile is not even recomputed. Bound: the dropped part of grad_hidden[n, h] is at most
+    ``filter_eps``: gradient filtering (Cut Cross-Entropy's idea). A (row, vocab tile) pair
+    whose every |onehot - softmax| is below ``filter_eps`` is dropped; the forward decides it
+    (``linear_logprobs_filter``) and the backward packs each vocab tile's live rows into dense
+    blocks (``linear_logprobs_pack``), so a dropped pair is not even recomputed (deterministic:
+    whole dead [token block, vocab block] tiles are skipped instead). Bound: the dropped part of grad_hidden[n, h] is at most
     |g_n| * max_v |W[v, h]| * (sum of the skipped |onehot - p_nv|, each < filter_eps), and of
     grad_weight[v, h] at most sum_n |g_n| |X[n, h]| |onehot - p_nv| over the skipped entries;
     the forward values are unaffected. ``FILTER_EPS`` (2^-12) is a threshold below bf16's

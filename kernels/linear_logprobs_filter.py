@@ -22,21 +22,25 @@ import math
 import torch
 
 
-def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Tensor, safe_targets: torch.Tensor,
-               valid: torch.Tensor, block_n: int, block_v: int, filter_eps: float,
-               backward_block_v: int | None = None) -> torch.Tensor:
-    """uint8 [n_blocks, v_blocks]: 1 where some valid row of the tile may have |onehot - p| >= filter_eps.
-    ``block_v``: the forward's vocab tile (``tile_max``'s); ``backward_block_v`` (a multiple of
-    it, default the same): the backward's, whose tile is live when any forward tile in it is.
+def live_rows(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Tensor, safe_targets: torch.Tensor,
+              valid: torch.Tensor, block_v: int, filter_eps: float, backward_block_v: int | None = None) -> torch.Tensor:
+    """bool [bwd_blocks, N]: True where row n may have some |onehot - p| >= filter_eps in backward
+    vocab tile b (the per-(row, tile) verdict; ``live_tiles`` reduces it over token blocks, the
+    packed backward packs the True rows of each tile). ``block_v``: the forward's vocab tile
+    (``tile_max``'s); ``backward_block_v`` (a multiple of it, default the same): the backward's,
+    live for a row when any forward tile in it is.
 
     Per row n and vocab tile b: a confident row (1 - p_target < eps) has every |onehot - p| <
     eps in every tile (the other entries sum to 1 - p_target); otherwise the target's tile is
     live (|1 - p_target| >= eps) and another tile is live when its largest p, exp(tile_max -
     lse), may reach eps. This is the backward's own criterion (``tile_matters``) decided
     without the recompute, on valid rows instead of rows with nonzero upstream gradient."""
-    v_blocks, n_tokens = tile_max.shape
+    v_blocks, _ = tile_max.shape
     if not 0.0 < filter_eps < 1.0:
         raise ValueError(f"filter_eps must be in (0, 1), got {filter_eps}")
+    ratio = (backward_block_v or block_v) // block_v
+    if ratio * block_v != (backward_block_v or block_v):
+        raise ValueError(f"backward_block_v {backward_block_v} must be a multiple of block_v {block_v}")
     block_of = torch.arange(v_blocks, device=tile_max.device)[:, None]
     # Written as "not below" so that NaN (a NaN or infinite input) keeps the tile: filtering
     # must not hide a broken row's NaN gradient.
@@ -44,12 +48,23 @@ def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Ten
     hot |= block_of == (safe_targets // block_v)[None, :]  # the target's tile
     uncertain = ~(-torch.expm1(target_logp) < filter_eps)  # 1 - p_target
     hot &= (valid & uncertain)[None, :]
-    ratio = (backward_block_v or block_v) // block_v
-    if ratio * block_v != (backward_block_v or block_v):
-        raise ValueError(f"backward_block_v {backward_block_v} must be a multiple of block_v {block_v}")
-    n_blocks, bwd_blocks = -(-n_tokens // block_n), -(-v_blocks // ratio)
-    hot = torch.nn.functional.pad(hot, (0, n_blocks * block_n - n_tokens, 0, bwd_blocks * ratio - v_blocks))
-    return hot.reshape(bwd_blocks, ratio, n_blocks, block_n).any(dim=3).any(dim=1).T.contiguous().to(torch.uint8)
+    if ratio == 1:
+        return hot
+    bwd_blocks = -(-v_blocks // ratio)
+    hot = torch.nn.functional.pad(hot, (0, 0, 0, bwd_blocks * ratio - v_blocks))
+    return hot.reshape(bwd_blocks, ratio, -1).any(dim=1)
+
+
+def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Tensor, safe_targets: torch.Tensor,
+               valid: torch.Tensor, block_n: int, block_v: int, filter_eps: float,
+               backward_block_v: int | None = None) -> torch.Tensor:
+    """uint8 [n_blocks, v_blocks]: 1 where some valid row of the tile may have |onehot - p| >= filter_eps
+    (``live_rows`` reduced over each token block of ``block_n`` rows)."""
+    hot = live_rows(tile_max, lse, target_logp, safe_targets, valid, block_v, filter_eps, backward_block_v)
+    bwd_blocks, n_tokens = hot.shape
+    n_blocks = -(-n_tokens // block_n)
+    hot = torch.nn.functional.pad(hot, (0, n_blocks * block_n - n_tokens))
+    return hot.reshape(bwd_blocks, n_blocks, block_n).any(dim=2).T.contiguous().to(torch.uint8)
 
 
 def check_live(live: torch.Tensor | None, n_blocks: int, v_blocks: int) -> None:

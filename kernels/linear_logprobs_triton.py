@@ -17,7 +17,9 @@ it means a read-modify-write of global memory per tile, which costs as much traf
 atomics and serialises the grid. The price is run-to-run differences at float32 rounding
 level in the gradients; the PyTorch path is deterministic. Token blocks whose upstream
 gradient is all zero (ignored positions) skip their tiles exactly; with gradient filtering
-the forward marks the dead tiles (``linear_logprobs_filter``) and they skip even the recompute.
+the forward marks the dead (row, tile) pairs (``linear_logprobs_filter``) and the backward runs
+only dense blocks of each vocab tile's live rows (``PACKED``, lists from ``linear_logprobs_pack``),
+or skips whole dead tiles (``PREFILTER``: ``filter_packed=False``, the deterministic kernels).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from judgefree.kernels._backend import triton_interpreting
-from judgefree.kernels.linear_logprobs_filter import check_live, live_tiles
+from judgefree.kernels.linear_logprobs_filter import check_live, live_rows, live_tiles
+from judgefree.kernels.linear_logprobs_pack import check_packed, group_rows_for_l2, pack_live_rows
 from judgefree.kernels.linear_logprobs_tiles import add_product, logit_tile, tile_d_logits, tile_is_live
 
 INTERPRETED = triton_interpreting()
@@ -80,28 +83,41 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, live_ptr, grad_hidden_ptr, grad_weight_ptr,
+    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr, live_ptr, work_ptr, row_index_ptr,
+    grad_hidden_ptr, grad_weight_ptr,
     N, V, H, stride_hn, stride_wv, stride_ghn, stride_gwv, filter_eps,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, GROUP_N: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     NEED_HIDDEN: tl.constexpr, NEED_WEIGHT: tl.constexpr, FILTER: tl.constexpr, PREFILTER: tl.constexpr,
+    PACKED: tl.constexpr,
 ):
-    # Grouped order: GROUP_N token blocks sweep the vocab together, so weight tiles are
-    # reused from L2 while they are hot.
     pid = tl.program_id(0)
-    n_blocks = tl.cdiv(N, BLOCK_N)
-    v_blocks = tl.cdiv(V, BLOCK_V)
-    per_group = GROUP_N * v_blocks
-    first_n = (pid // per_group) * GROUP_N
-    group_size = tl.minimum(n_blocks - first_n, GROUP_N)
-    pid_n = first_n + (pid % per_group) % group_size
-    pid_v = (pid % per_group) // group_size
-    if not tile_is_live(live_ptr, pid_n, pid_v, v_blocks, PREFILTER):
-        return  # the forward saw every softmax entry of this tile below filter_eps: no recompute
+    if PACKED:
+        # Packed filtered backward (``linear_logprobs_pack``): program pid runs work entry
+        # (vocab tile, first slot, count): up to BLOCK_N rows live in that tile, gathered
+        # through the row index; the slots past count are masked rows (no load, no add).
+        pid_v = tl.load(work_ptr + 3 * pid)
+        first = tl.load(work_ptr + 3 * pid + 1)
+        count = tl.load(work_ptr + 3 * pid + 2)
+        slots = tl.arange(0, BLOCK_N)
+        row_ok = slots < count
+        rows = tl.load(row_index_ptr + first + slots, mask=row_ok, other=0).to(tl.int64)
+    else:
+        # Grouped order: GROUP_N token blocks sweep the vocab together, so weight tiles are
+        # reused from L2 while they are hot.
+        n_blocks = tl.cdiv(N, BLOCK_N)
+        v_blocks = tl.cdiv(V, BLOCK_V)
+        per_group = GROUP_N * v_blocks
+        first_n = (pid // per_group) * GROUP_N
+        group_size = tl.minimum(n_blocks - first_n, GROUP_N)
+        pid_n = first_n + (pid % per_group) % group_size
+        pid_v = (pid % per_group) // group_size
+        if not tile_is_live(live_ptr, pid_n, pid_v, v_blocks, PREFILTER):
+            return  # the forward saw every softmax entry of this tile below filter_eps: no recompute
+        rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        row_ok = rows < N
 
-    rows = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     cols = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
-    row_ok = rows < N
     col_ok = cols < V
     targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
     lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
@@ -128,7 +144,10 @@ class KernelConfig:
     kernel) and ``token_splits`` (the deterministic grad_weight kernel): None picks whole waves.
     ``frozen_block_v`` / ``frozen_block_h``: the fast backward's tiles when the weight is frozen
     (None: ``block_v`` / ``block_h``); a multiple of ``block_v``, so the forward's filtering
-    verdicts combine into its tiles."""
+    verdicts combine into its tiles. ``filter_packed``: with ``filter_eps``, the fast backward
+    packs each vocab tile's live rows into dense blocks (``linear_logprobs_pack``) instead of
+    skipping whole dead tiles; ``pack_group_rows``: rows per packing group (None: as many as
+    keep their X and dX in L2, ``group_rows_for_l2``)."""
 
     block_n: int
     block_v: int
@@ -140,10 +159,15 @@ class KernelConfig:
     token_splits: int | None = None
     frozen_block_v: int | None = None
     frozen_block_h: int | None = None
+    filter_packed: bool = True
+    pack_group_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.frozen_block_v is not None and self.frozen_block_v % self.block_v:
             raise ValueError(f"frozen_block_v {self.frozen_block_v} must be a multiple of block_v {self.block_v}")
+        if self.pack_group_rows is not None and (self.pack_group_rows < 1 or self.pack_group_rows % self.block_n):
+            raise ValueError(f"pack_group_rows {self.pack_group_rows} must be a positive multiple of block_n "
+                             f"{self.block_n}")
 
 
 def backward_tiles(config: KernelConfig, need_weight: bool, deterministic: bool) -> tuple[int, int]:
@@ -248,17 +272,37 @@ def forward_lse(
     return torch.logsumexp(lse_part, dim=0), target_logit
 
 
+def pack_group_rows(config: KernelConfig, hidden: torch.Tensor) -> int:
+    """Rows per packing group of the packed backward: ``config.pack_group_rows``, else what L2 holds."""
+    if config.pack_group_rows is not None:
+        return config.pack_group_rows
+    l2 = None
+    if hidden.device.type == "cuda":
+        l2 = getattr(torch.cuda.get_device_properties(hidden.device), "L2_cache_size", H100_L2_BYTES)
+    return group_rows_for_l2(hidden.shape[0], hidden.shape[1], hidden.element_size(), config.block_n, l2)
+
+
+def packed_work(row_live: torch.Tensor, grad: torch.Tensor, config: KernelConfig,
+                hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed backward's (row_index, work) from the forward's per-(row, tile) verdicts,
+    dropping rows without upstream gradient (their d logits are 0)."""
+    return pack_live_rows(row_live & (grad != 0)[None, :], config.block_n, pack_group_rows(config, hidden))
+
+
 def backward_grads(
     hidden: torch.Tensor, weight: torch.Tensor, safe_targets: torch.Tensor, lse: torch.Tensor,
     grad: torch.Tensor, config: KernelConfig, need_hidden: bool, need_weight: bool,
     filter_eps: float | None = None, live: torch.Tensor | None = None,
+    packed: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """grad_hidden [N, H] and grad_weight [V, H] (float32) for upstream per-token ``grad``,
     accumulated with relaxed atomics (run-to-run order differences at float32 rounding).
     A frozen weight (``need_weight=False``) gets no buffer and no dW work at all. ``live``
     ([n_blocks, v_blocks] uint8 from ``live_tiles``): tiles marked 0 are skipped outright and
     the rest kept whole (the verdict is the filter's own criterion, so no second check after
-    the recompute); ``filter_eps`` without ``live`` filters after the recompute, as CCE does."""
+    the recompute); ``filter_eps`` without ``live`` filters after the recompute, as CCE does.
+    ``packed`` ((row_index, work) from ``packed_work``): one program per work entry, each a
+    dense block of rows live in one vocab tile (the forward's verdicts; no check after it)."""
     n_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     grad_hidden = torch.zeros((n_tokens, hidden_size), dtype=torch.float32, device=hidden.device) \
@@ -268,17 +312,28 @@ def backward_grads(
     dummy = lse  # never written when the matching flag is off
     block_v, block_h = backward_tiles(config, need_weight, deterministic=False)
     check_live(live, triton.cdiv(n_tokens, config.block_n), triton.cdiv(vocab, block_v))
-    grid = (triton.cdiv(n_tokens, config.block_n) * triton.cdiv(vocab, block_v),)
+    row_index = work = dummy
+    if packed is not None:
+        if live is not None:
+            raise ValueError("pass the tile verdicts (live) or the packed work list, not both")
+        row_index, work = packed
+        check_packed(row_index, work, n_tokens)
+        grid = (work.shape[0],)
+        if work.shape[0] == 0:
+            return grad_hidden, grad_weight  # every (row, tile) pair dropped
+    else:
+        grid = (triton.cdiv(n_tokens, config.block_n) * triton.cdiv(vocab, block_v),)
     _backward_kernel[grid](
-        hidden, weight, safe_targets, lse, grad, dummy if live is None else live,
+        hidden, weight, safe_targets, lse, grad, dummy if live is None else live, work, row_index,
         grad_hidden if need_hidden else dummy, grad_weight if need_weight else dummy,
         n_tokens, vocab, hidden_size, hidden.stride(0), weight.stride(0),
         hidden_size, hidden_size, float(filter_eps or 0.0),
         BLOCK_N=config.block_n, BLOCK_V=block_v, BLOCK_H=block_h,
         GROUP_N=config.group_n, UPCAST=_upcast(hidden.dtype),
         DOT_PRECISION=_dot_precision(hidden.dtype),
-        NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, FILTER=filter_eps is not None and live is None,
-        PREFILTER=live is not None, num_warps=config.num_warps, num_stages=config.num_stages,
+        NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight,
+        FILTER=filter_eps is not None and live is None and packed is None, PREFILTER=live is not None,
+        PACKED=packed is not None, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return grad_hidden, grad_weight
 
@@ -291,24 +346,28 @@ class LinearLogprobsTriton(torch.autograd.Function):
                 deterministic: bool = False, filter_eps: float | None = None):
         valid = targets != ignore_index
         safe_targets = torch.where(valid, targets, 0)
-        tile_max = live = None
-        if filter_eps is not None:  # transient: only the [n_blocks, v_blocks] verdicts are kept
+        tile_max = live = row_live = None
+        if filter_eps is not None:  # transient: only the verdicts are kept
             tile_max = torch.empty((triton.cdiv(weight.shape[0], config.block_v), hidden.shape[0]),
                                    dtype=torch.float32, device=hidden.device)
         lse, target_logit = forward_lse(hidden, weight, safe_targets, config, deterministic, tile_max)
         logp = target_logit - lse
         if tile_max is not None:
             bwd_block_v, _ = backward_tiles(config, ctx.needs_input_grad[1], deterministic)
-            live = live_tiles(tile_max, lse, logp, safe_targets, valid, config.block_n, config.block_v, filter_eps,
-                              bwd_block_v)
-        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse, live)
+            if config.filter_packed and not deterministic:  # per (row, tile): 1 B each, [bwd_blocks, N]
+                row_live = live_rows(tile_max, lse, logp, safe_targets, valid, config.block_v, filter_eps,
+                                     bwd_block_v)
+            else:  # per (token block, tile): [n_blocks, bwd_blocks]
+                live = live_tiles(tile_max, lse, logp, safe_targets, valid, config.block_n, config.block_v,
+                                  filter_eps, bwd_block_v)
+        ctx.save_for_backward(hidden, weight, safe_targets, valid, lse, live, row_live)
         ctx.options = (config, deterministic, filter_eps)
         return torch.where(valid, logp, torch.zeros_like(logp))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        hidden, weight, safe_targets, valid, lse, live = ctx.saved_tensors
+        hidden, weight, safe_targets, valid, lse, live, row_live = ctx.saved_tensors
         config, deterministic, filter_eps = ctx.options
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad = torch.where(valid, grad_out.float(), torch.zeros((), device=grad_out.device)).contiguous()
@@ -318,8 +377,9 @@ class LinearLogprobsTriton(torch.autograd.Function):
             grad_hidden, grad_weight = deterministic_backward_grads(
                 hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps, live=live)
         else:
+            packed = None if row_live is None else packed_work(row_live, grad, config, hidden)
             grad_hidden, grad_weight = backward_grads(
-                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps, live)
+                hidden, weight, safe_targets, lse, grad, config, need_hidden, need_weight, filter_eps, live, packed)
         if grad_hidden is not None:
             grad_hidden = grad_hidden.to(hidden.dtype)
         if grad_weight is not None:
@@ -345,6 +405,10 @@ def linear_logprobs_triton(
     return LinearLogprobsTriton.apply(hidden, weight, targets.contiguous(), ignore_index, config,
                                       deterministic, filter_eps)
 
+
+# The build cases' stand-in packed lists: the fraction of (row, 128-wide vocab tile) pairs live that
+# bench/linear_logprobs_live.py measured on SmolLM2-135M's own samples at 2^-12 (17-22 %).
+PACKED_BUILD_PAIR_LIVE = 0.22
 
 # CTAs per SM the GPU tiles are designed for: one 128 x 128 tile per SM, 8 warps (two warpgroups).
 DESIGN_CTAS_PER_SM = 1
@@ -373,20 +437,27 @@ def build_cases():
         return call
 
     def launch_mode(tokens, hidden_size, vocab, mode):
-        def call():  # the filtered fast backward, or the deterministic kernels (bf16, both grads)
+        def call():  # the filtered fast backward (tile verdicts or packed rows), or the deterministic kernels (bf16)
             hidden = torch.empty(tokens, hidden_size, dtype=torch.bfloat16, device="cuda")
             weight = torch.empty(vocab, hidden_size, dtype=torch.bfloat16, device="cuda")
             targets = torch.zeros(tokens, dtype=torch.int64, device="cuda")
             lse, grad = torch.empty(tokens, device="cuda"), torch.empty(tokens, device="cuda")
             config = default_config(tokens, vocab, hidden_size)
             # Filtered: the forward records its tile maxima and the backward skips dead tiles.
-            filtered, frozen, deterministic = ("filtered" in mode), ("frozen" in mode), ("deterministic" in mode)
+            filtered, frozen, deterministic = ("filtered" in mode or "packed" in mode), ("frozen" in mode), \
+                ("deterministic" in mode)
             v_blocks, n_blocks = triton.cdiv(vocab, config.block_v), triton.cdiv(tokens, config.block_n)
             bwd_blocks = triton.cdiv(vocab, backward_tiles(config, not frozen, deterministic)[0])
             tile_max = torch.empty(v_blocks, tokens, device="cuda") if filtered else None
             live = torch.empty(n_blocks, bwd_blocks, dtype=torch.uint8, device="cuda") if filtered else None
             eps = 2.0**-12 if filtered else None
-            if not deterministic:
+            if "packed" in mode:  # stand-in lists at the measured 22 % of (row, 128-wide tile) pairs live
+                forward_lse(hidden, weight, targets, config, tile_max=tile_max)
+                pairs = int(PACKED_BUILD_PAIR_LIVE * tokens * bwd_blocks)
+                work = torch.empty(triton.cdiv(pairs, config.block_n) + bwd_blocks, 3, dtype=torch.int32, device="cuda")
+                backward_grads(hidden, weight, targets, lse, grad, config, True, not frozen, eps, packed=(
+                    torch.empty(pairs, dtype=torch.int32, device="cuda"), work))
+            elif not deterministic:
                 forward_lse(hidden, weight, targets, config, tile_max=tile_max)
                 backward_grads(hidden, weight, targets, lse, grad, config, True, not frozen, eps, live)
             else:
@@ -403,7 +474,7 @@ def build_cases():
                                                      "_grad_weight_kernel")}
     modes = [LaunchCase(f"linear_logprobs {names[h, v]} N=8192 bfloat16 {mode}", launch_mode(8192, h, v, mode), design,
                         dict(op="linear_logprobs", tokens=8192, hidden=h, vocab=v, dtype="bfloat16", mode=mode))
-             for h, v in shapes for mode in ("filtered", "filtered frozen", "deterministic",
+             for h, v in shapes for mode in ("filtered", "filtered frozen", "packed", "packed frozen", "deterministic",
                                                   "deterministic filtered")]
     return [LaunchCase(f"linear_logprobs {names[h, v]} N={n} {dtype} {'weight grad' if w else 'frozen weight'}",
                        launch(n, h, v, dtype, w),

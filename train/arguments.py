@@ -30,6 +30,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="liger-kernel's Llama kernels (default: on with CUDA)")
     g.add_argument("--logprobs", default="auto", choices=("auto", "triton", "torch", "eager", "liger"),
                    help="policy log-prob path (TrainConfig.logprobs): auto = the Triton kernel on CUDA")
+    g.add_argument("--logprobs-filter-eps", type=float, default=None,
+                   help="gradient filtering of the Triton log-prob backward (TrainConfig.logprobs_filter_eps; "
+                        "2^-12 = 0.000244 is the documented threshold): drops d logits below it, bounded; default exact")
     g.add_argument("--recompute-reference", action="store_true",
                    help="compute the DPO reference log-probs with the model being trained instead of using the "
                         "ones the store recorded at generation (required when another model generated the pairs)")
@@ -47,5 +50,6 @@ def train_config(args: argparse.Namespace, **overrides):
                        scheduler=args.scheduler, warmup_ratio=args.warmup_ratio,
                        batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, dtype=args.train_dtype,
                        gradient_checkpointing=args.gradient_checkpointing, liger=args.liger,
-                       logprobs=args.logprobs, recompute_reference=args.recompute_reference,
+                       logprobs=args.logprobs, logprobs_filter_eps=args.logprobs_filter_eps,
+                       recompute_reference=args.recompute_reference,
                        save_every=args.save_every, seed=args.train_seed, **overrides)

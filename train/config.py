@@ -50,6 +50,9 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None  # None: on with CUDA, off on the CPU
     liger: bool | None = None  # None: liger-kernel's Llama kernels whenever on CUDA
     logprobs: str = "auto"  # one of LOGPROB_PATHS
+    # Gradient filtering of the Triton log-prob kernel (kernels.linear_logprobs filter_eps: the
+    # packed backward, every dropped d logit < this, documented bound); None: exact gradients.
+    logprobs_filter_eps: float | None = None
     seed: int = 0
     save_every: int = 50
     keep_checkpoints: int = 2
@@ -78,6 +81,12 @@ class TrainConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.logprobs not in LOGPROB_PATHS:
             raise ValueError(f"logprobs must be one of {LOGPROB_PATHS}, got {self.logprobs!r}")
+        if self.logprobs_filter_eps is not None:
+            if not 0.0 < self.logprobs_filter_eps < 1.0:
+                raise ValueError(f"logprobs_filter_eps must be None or in (0, 1), got {self.logprobs_filter_eps}")
+            if self.logprobs in ("eager", "liger"):
+                raise ValueError(f"logprobs_filter_eps filters kernels.linear_logprobs' backward; logprobs="
+                                 f"{self.logprobs!r} does not run it (use auto or triton)")
         positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "epochs": self.epochs,
                     "batch_size": self.batch_size, "micro_batch_size": self.micro_batch_size,
                     "save_every": self.save_every, "keep_checkpoints": self.keep_checkpoints}
@@ -128,6 +137,7 @@ RESUME_FREE = frozenset({"save_every", "keep_checkpoints"})
 ADDED_SETTINGS: dict[str, Any] = {
     "logprobs": "auto",  # before TrainConfig.logprobs, the policy always used kernels.linear_logprobs
     "recompute_reference": False,  # before it, the store's recorded reference was always used
+    "logprobs_filter_eps": None,  # before it, the policy's log-prob gradients were never filtered
 }
 
 

@@ -25,12 +25,14 @@ class ResponseLogprobs(nn.Module):
     """``forward(batch)`` -> per-token log-probs [2B, T] in fp32 (0 off the response)."""
 
     def __init__(self, model: nn.Module, architecture: Architecture,
-                 autocast_dtype: torch.dtype | None = None, logprobs: str = "auto") -> None:
+                 autocast_dtype: torch.dtype | None = None, logprobs: str = "auto",
+                 filter_eps: float | None = None) -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
         self.autocast_dtype = autocast_dtype  # full fine-tuning in one process: bf16 compute, fp32 weights
         self.logprobs = logprobs  # TrainConfig.logprobs: which implementation scores the responses
+        self.filter_eps = filter_eps  # TrainConfig.logprobs_filter_eps: the kernel's gradient filtering
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
                 pixel_values: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,7 +50,7 @@ class ResponseLogprobs(nn.Module):
         weight = unwrap(self.model).get_output_embeddings().weight
         # The log-sum-exp over the vocabulary stays in fp32 inside the kernel; autocast must not recast it.
         with torch.autocast(device_type, enabled=False):
-            token = token_logprobs(picked, weight.to(picked.dtype), targets[mask], self.logprobs)
+            token = token_logprobs(picked, weight.to(picked.dtype), targets[mask], self.logprobs, self.filter_eps)
         return torch.zeros(mask.shape, dtype=token.dtype, device=token.device).masked_scatter(mask, token)
 
     def _input_embeddings(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
@@ -68,19 +70,23 @@ class ResponseLogprobs(nn.Module):
         return embeds.masked_scatter(slots[..., None], rows.to(embeds.dtype))
 
 
-def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, path: str = "auto") -> torch.Tensor:
+def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, path: str = "auto",
+                   filter_eps: float | None = None) -> torch.Tensor:
     """log p(target) [N] in fp32 through the lm_head ``weight`` by one of ``LOGPROB_PATHS``.
 
     On CUDA "auto" is the Triton kernel (frozen lm_head under LoRA: no weight-gradient work).
     "liger" is liger-kernel's fused linear cross-entropy (its negative, per token); "eager"
-    builds the fp32 [N, V] logits, the reference the others are compared with."""
+    builds the fp32 [N, V] logits, the reference the others are compared with. ``filter_eps``:
+    the kernel's gradient filtering (its packed backward; the PyTorch path is exact anyway)."""
+    if filter_eps is not None and path in ("eager", "liger"):
+        raise ValueError(f"filter_eps filters kernels.linear_logprobs' backward; path {path!r} does not run it")
     if path == "eager":
         return linear_logprobs_eager(hidden, weight, targets)
     if path == "liger":
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
         return -LigerFusedLinearCrossEntropyLoss(reduction="none")(weight, hidden, targets).float()
-    return linear_logprobs(hidden, weight, targets, backend=path)
+    return linear_logprobs(hidden, weight, targets, backend=path, filter_eps=filter_eps)
 
 
 def batch_logprobs(policy: nn.Module, batch: DPOBatch) -> tuple[SequenceLogprobs, SequenceLogprobs]:

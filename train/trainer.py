@@ -193,7 +193,8 @@ class _Run:
             check_images_unchanged(examples)
         autocast = loaded.compute_dtype if (loaded.finetune == "full" and not ctx.distributed
                                             and loaded.compute_dtype != torch.float32) else None
-        policy = ResponseLogprobs(loaded.model, loaded.architecture, autocast, logprobs=config.logprobs)
+        policy = ResponseLogprobs(loaded.model, loaded.architecture, autocast, logprobs=config.logprobs,
+                                  filter_eps=config.logprobs_filter_eps)
         if ctx.distributed:
             param_dtype = loaded.compute_dtype if loaded.compute_dtype != torch.float32 else None
             D.shard_policy(policy, loaded.architecture.decoder(loaded.model).layers, ctx, param_dtype)

@@ -40,6 +40,36 @@ def test_unknown_path_is_rejected():
         TrainConfig(logprobs="fast")
 
 
+def test_filter_eps_reaches_the_kernel_and_is_refused_where_no_kernel_runs(fresh_seed):
+    """TrainConfig.logprobs_filter_eps: validated, refused for the eager / liger paths; through
+    token_logprobs the Triton path's gradients move (a confident model: most pairs dropped) by no
+    more than the documented per-entry bound of the float64 gradient, the values not at all."""
+    for bad in (dict(logprobs_filter_eps=0.0), dict(logprobs_filter_eps=1.5),
+                dict(logprobs="eager", logprobs_filter_eps=1e-3), dict(logprobs="liger", logprobs_filter_eps=1e-3)):
+        with pytest.raises(ValueError, match="logprobs_filter_eps"):
+            TrainConfig(**bad)
+    assert TrainConfig(logprobs_filter_eps=2.0**-12).logprobs_filter_eps == 2.0**-12
+    gen = torch.Generator().manual_seed(fresh_seed)
+    weight = torch.randn(301, 24, generator=gen) / 3
+    targets = torch.randint(0, 301, (13,), generator=gen)
+    hidden = 0.1 * torch.randn(13, 24, generator=gen) + 8.0 * weight[targets]  # p(target) ~ 1
+    grad_out = torch.randn(13, generator=gen)
+    with pytest.raises(ValueError, match="filter_eps"):
+        token_logprobs(hidden, weight, targets, "eager", 1e-3)
+    runs = []
+    for eps in (None, 1e-3):
+        h = hidden.clone().requires_grad_()
+        out = token_logprobs(h, weight, targets, "triton", eps)
+        out.backward(grad_out)
+        runs.append((out.detach(), h.grad))
+    logits = hidden.double() @ weight.double().T
+    delta = torch.nn.functional.one_hot(targets, 301).double() - torch.softmax(logits, 1)
+    small = torch.where(delta.abs() < 1e-3 + 1e-5, delta.abs() + 1e-5, 0.0) * grad_out.double().abs()[:, None]
+    bound = small.sum(1)[:, None] * weight.double().abs().amax(0)[None, :]
+    assert torch.equal(runs[0][0], runs[1][0]) and not torch.equal(runs[0][1], runs[1][1])
+    assert torch.all((runs[1][1] - runs[0][1]).double().abs() <= bound + 1e-6)
+
+
 def _curve(model_dir, store, out, path, **settings):
     config = TrainConfig(finetune="lora", logprobs=path, learning_rate=1e-2, epochs=3, max_steps=3, batch_size=2,
                          micro_batch_size=1, warmup_ratio=0.0, scheduler="constant", **settings)
