@@ -101,8 +101,30 @@ def test_large_magnitude_logits_stay_finite_and_exact(backend, fresh_seed, devic
     assert torch.isfinite(out).all() and torch.isfinite(g_hidden).all() and torch.isfinite(g_weight).all()
     _close(out, ref, 1e-5)
     assert out[0] <= 0  # lse >= the max logit, which is this target's
-    _close(g_hidden, r_hidden, 1e-4)
-    _close(g_weight, r_weight, 1e-4)
+    bound_hidden, bound_weight = _float32_logit_rounding_bound(hidden, weight, targets, grad_out, r_hidden, r_weight)
+    assert ((g_hidden.double() - r_hidden).abs() <= bound_hidden).all()
+    assert ((g_weight.double() - r_weight).abs() <= bound_weight).all()
+
+
+def _float32_logit_rounding_bound(hidden, weight, targets, grad_out, ref_hidden, ref_weight):
+    """What float32 logits of this size allow in the gradient, per element. Logits in the
+    thousands carry rounding errors of ~1e-3 (ulps of 4096 are 2.4e-4), so where two tokens
+    nearly tie, p moves by p (1 - p) times that: no fixed relative tolerance holds (1e-4 of the
+    largest gradient failed ~3 % of fresh seeds). d p_v = p_v (d l_v - sum_u p_u d l_u - d lse)
+    with |d l| <= 2 ulps of max_v sum_h |x_h w_vh| (an fp32 dot of length 40) and |d lse| <= 2 ulps
+    of the row's largest |logit|: |d p_v| <= 2 p_v (1 - p_v) d l + p_v d lse, plus 1e-6 of the
+    largest gradient. Measured on 300 fresh seeds (torch) and 60 (triton): the worst error was
+    0.27 of this bound, and for the median element the bound is 0.37 of the old tolerance."""
+    x, w = hidden.double(), weight.double()
+    g = (grad_out.double() * (targets != IGNORE).double()).abs()
+    logits = x @ w.T
+    p = torch.softmax(logits, dim=-1)
+    d_logit = g * 2.0**-22 * (x.abs() @ w.abs().T).max(dim=1).values
+    d_lse = g * 2.0**-22 * logits.abs().max(dim=1).values
+    spread = 2 * d_logit[:, None] * p * (1 - p) + d_lse[:, None] * p  # [N, V]: |d p| times |g|
+    floor = 1e-6  # of the largest gradient: the other roundings
+    return (spread @ w.abs() + floor * ref_hidden.abs().max().clamp(min=1.0),
+            spread.T @ x.abs() + floor * ref_weight.abs().max().clamp(min=1.0))
 
 
 def test_gradcheck_float64_chunked_path(fresh_seed):
