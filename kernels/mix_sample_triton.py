@@ -398,7 +398,12 @@ def _one_chunk_kernel(
 # distributions), or whose bound did not hold, is left to launch 5 (the full search).
 CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: index in the chunk << 32 | bits of p
 DENSE_CAP = 2048  # candidates of tau's bucket gathered per row for the exact search
-GPU_CAND_BLOCK = 256  # candidates per loop iteration (GPU)
+GPU_CAND_BLOCK = 256  # launch 3: stored candidates read back per loop iteration (GPU, 4 warps)
+# launch 4 (one program per row): 8 warps to keep more L2 reads in flight per row, a segment
+# block of 512 (one iteration for most chunks: the 90th percentile is ~190 candidates of a
+# 2048-token chunk) and [NUM_PIVOTS, 128] search tiles on tau's bucket (a few hundred values)
+GPU_DRAW_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS = 512, 128, 8
+DRAW_MAXNREG = 128  # 2 CTAs of 256 threads per SM, its design
 # launch 3's register cap: 4 CTAs of 128 threads per SM, its design (Triton 3.6 took 143-147
 # registers for the conditional-only builds, 3 CTAs per SM; Triton 3.8 takes 87-91)
 CAND_MAXNREG = 128
@@ -430,15 +435,21 @@ def _pivots(lo, hi, NPIV: tl.constexpr):
 @triton.jit
 def _candidates_kernel(
     c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
+    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, piv_mass_ptr, piv_count_ptr,
+    top_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
-    CAP: tl.constexpr, EMULATE_FMA: tl.constexpr,
+    CAP: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
     """Launch 3 (grid B x chunks; candidate-path rows only): p over one chunk, its candidates
     p >= L compacted in token order to the (row, chunk) segment as one int64 each (index in
     the chunk << 32 | the bits of p; at most CAP, the count stored whole so that an overflow
-    shows), and the chunk's total p."""
+    shows), and the chunk's total p. Then, from the stored candidates (read back: a few hundred,
+    not the chunk's 2048 p), their count and mass at or above each of the NUM_PIVOTS thresholds
+    launch 4 spreads over [L, the upper bracket): launch 4 finds tau's bucket from these
+    [chunks x NUM_PIVOTS] sums and, with the mass above tau's bucket per chunk, needs no pass over
+    the candidates for the threshold masses or the chunks' kept masses. Greedy rows also store
+    the chunk's largest p and its first index."""
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
@@ -460,12 +471,34 @@ def _candidates_kernel(
         candidate = bits >= lo
         rank = tl.cumsum(candidate.to(tl.int32), 0) - 1
         packed = (local.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
-        tl.store(cand_ptr + (row * NC + chunk) * CAP + rank, packed, mask=candidate & (rank < CAP))
-        tl.store(cand_n_ptr + row * NC + chunk, tl.sum(candidate.to(tl.int32), 0))
+        segment = (row * NC + chunk) * CAP
+        tl.store(cand_ptr + segment + rank, packed, mask=candidate & (rank < CAP))
+        n = tl.sum(candidate.to(tl.int32), 0)
+        tl.store(cand_n_ptr + row * NC + chunk, n)
         tl.store(chunk_mass_ptr + row * NC + chunk, tl.sum(tl.where(in_row, p, 0.0), 0))
+        hi = (scale_c + scale_u).to(tl.int32, bitcast=True) + 1
         if chunk == 0:  # launch 4 reads the bracket from here: no second computation to agree with
             tl.store(bounds_ptr + 2 * row, lo)
-            tl.store(bounds_ptr + 2 * row + 1, (scale_c + scale_u).to(tl.int32, bitcast=True) + 1)
+            tl.store(bounds_ptr + 2 * row + 1, hi)
+        if temp == 0.0:  # greedy: the chunk's largest p and its first index (p <= hi: bits >= -1)
+            tl.store(top_ptr + 2 * (row * NC + chunk), tl.max(bits, 0))
+            tl.store(top_ptr + 2 * (row * NC + chunk) + 1, tl.argmax(bits, 0))
+        # count and mass of the candidates at or above each threshold, per lane (4 slots each),
+        # one reduction at the end; padding reads p = 0, below every threshold (all >= L > 0)
+        t = _pivots(lo, hi, NUM_PIVOTS)[:, None, None]
+        lanes: tl.constexpr = BLOCK // 4
+        count = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.int32)
+        mass = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.float32)
+        stored = tl.minimum(n, CAP)
+        tl.debug_barrier()  # the candidates just stored are read back by other threads
+        for s in range(0, stored, BLOCK):
+            pv, _ = _unpack(cand_ptr, segment, s + tl.arange(0, BLOCK), stored)
+            at_or_above = tl.reshape(pv.to(tl.int32, bitcast=True), [1, lanes, 4]) >= t
+            count += tl.sum(at_or_above.to(tl.int32), 2)
+            mass += tl.sum(tl.where(at_or_above, tl.reshape(pv, [1, lanes, 4]), 0.0), 2)
+        out = (row * NC + chunk) * NUM_PIVOTS + tl.arange(0, NUM_PIVOTS)
+        tl.store(piv_count_ptr + out, tl.sum(count, 1))
+        tl.store(piv_mass_ptr + out, tl.sum(mass, 1))
 
 
 @triton.jit
@@ -522,18 +555,22 @@ def _noise_at(seed, step_hi, index):
 @triton.jit
 def _candidate_draw_kernel(
     c_ptr, stride_c, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, dense_ptr, served_ptr,
+    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, piv_mass_ptr, piv_count_ptr,
+    top_ptr, dense_ptr, served_ptr,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
-    CAP: tl.constexpr, BLOCK: tl.constexpr, DENSE_CAP: tl.constexpr,
+    CAP: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr, DENSE_CAP: tl.constexpr,
     NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr,
 ):
-    """Launch 4 (grid B; candidate-path rows): the candidates' mass at NUM_PIVOTS thresholds
-    over [L, the upper bracket) gives tau's bucket; its candidates are gathered and tau found by
-    the exact search on them; then the draw on the candidates (chunk by kept mass, the race
-    inside it; greedy: argmax). Marks the row served; a row it cannot serve (a chunk over CAP,
-    the bound missed, tau's bucket over DENSE_CAP) is left to launch 5."""
+    """Launch 4 (grid B; candidate-path rows): the chunks' candidate masses at NUM_PIVOTS
+    thresholds over [L, the upper bracket) (launch 3's [chunks x NUM_PIVOTS] sums, added in
+    chunk order) give tau's bucket; only the chunks holding some of it are read, its candidates
+    gathered in token order and tau found by the exact search on them. A chunk's kept mass is
+    its mass above tau's bucket (launch 3's sums) plus its bucket values >= tau; then the chunk
+    by ``_pick_chunk`` and the race on its kept candidates (greedy: the first largest p, from
+    launch 3's per-chunk maxima). Marks the row served; a row it cannot serve (a chunk over
+    CAP, the bound missed, tau's bucket over DENSE_CAP) is left to launch 5."""
     row = tl.program_id(0).to(tl.int64)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     top_p = tl.load(top_p_ptr + row)
@@ -547,85 +584,79 @@ def _candidate_draw_kernel(
         hi = tl.load(bounds_ptr + 2 * row + 1)
         pivot = tl.arange(0, NUM_PIVOTS)
         t = _pivots(lo, hi, NUM_PIVOTS)
-        # the candidates' mass at or above each threshold: per-lane sums, one reduction
-        mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
-        for j in range(0, NC):
-            n_j = tl.minimum(tl.load(cand_n_ptr + row * NC + j), CAP)
-            for s in range(0, n_j, BLOCK):
-                pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
-                mass += tl.where(pv.to(tl.int32, bitcast=True)[None, :] >= t[:, None], pv[None, :], 0.0)
-        above = tl.sum(mass, 1)
+        # [chunks, pivots]: launch 3's count and mass of each chunk's candidates >= t_b
+        cell = (row * NC + chunk)[:, None] * NUM_PIVOTS + pivot[None, :]
+        piv_mass = tl.load(piv_mass_ptr + cell, mask=valid[:, None], other=0.0)
+        piv_count = tl.load(piv_count_ptr + cell, mask=valid[:, None], other=0)
+        above = tl.sum(piv_mass, 0)
         b_star = tl.sum((above >= target).to(tl.int32), 0) - 1  # tau lies in [t_b*, t_b*+1)
         t_lo = tl.sum(tl.where(pivot == b_star, t, 0), 0)
         t_hi = tl.where(b_star == NUM_PIVOTS - 1, hi, tl.sum(tl.where(pivot == b_star + 1, t, 0), 0))
         rest = target - tl.sum(tl.where(pivot == b_star + 1, above, 0.0), 0)  # what tau's bucket must add
-        if (tl.max(counts, 0) <= CAP) & (b_star >= 0):
+        # per chunk: its candidates in tau's bucket, where they go in the gathered buffer, and
+        # its mass above the bucket (all kept: >= t_hi > tau); b* + 1 = NUM_PIVOTS selects nothing
+        at_lo = pivot[None, :] == b_star
+        at_hi = pivot[None, :] == b_star + 1
+        bucket_j = tl.sum(tl.where(at_lo, piv_count, 0), 1) - tl.sum(tl.where(at_hi, piv_count, 0), 1)
+        offset_j = tl.cumsum(bucket_j, 0) - bucket_j
+        gathered = tl.sum(bucket_j, 0)
+        if (tl.max(counts, 0) <= CAP) & (b_star >= 0) & (gathered <= DENSE_CAP):
             dense = dense_ptr + row * DENSE_CAP
-            gathered = 0
             for j in range(0, NC):
-                n_j = tl.load(cand_n_ptr + row * NC + j)
-                for s in range(0, n_j, BLOCK):
-                    pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
-                    bits = pv.to(tl.int32, bitcast=True)
-                    in_bucket = (bits >= t_lo) & (bits < t_hi)
-                    slot = gathered + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
-                    tl.store(dense + slot, pv, mask=in_bucket & (slot < DENSE_CAP))
-                    gathered += tl.sum(in_bucket.to(tl.int32), 0)
-            if gathered <= DENSE_CAP:
-                tl.debug_barrier()  # the gathered values are read back by other threads
-                tau = _dense_search(dense, gathered, t_lo, t_hi, rest, NUM_PIVOTS, BLOCK, MAX_PASSES)
-                max_c1, sum_c1, _, _, _, _, flags = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
-                                                                    NC_PAD)
-                seed = tl.load(seed_ptr + row)
-                step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
-                greedy = temp == 0.0
-                mass_j = tl.zeros([NC_PAD], dtype=tl.float32)
-                best_j = tl.full([NC_PAD], -2.0, dtype=tl.float32)
-                index_j = tl.zeros([NC_PAD], dtype=tl.int32)
-                for j in range(0, NC):
+                n_b = tl.sum(tl.where(chunk == j, bucket_j, 0), 0)
+                if n_b > 0:  # only the chunks holding some of tau's bucket are read
+                    slot0 = tl.sum(tl.where(chunk == j, offset_j, 0), 0)
                     n_j = tl.load(cand_n_ptr + row * NC + j)
+                    for s in range(0, n_j, BLOCK):
+                        pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
+                        bits = pv.to(tl.int32, bitcast=True)
+                        in_bucket = (bits >= t_lo) & (bits < t_hi)
+                        slot = slot0 + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
+                        tl.store(dense + slot, pv, mask=in_bucket)
+                        slot0 += tl.sum(in_bucket.to(tl.int32), 0)
+            tl.debug_barrier()  # the gathered values are read back by other threads
+            tau = _dense_search(dense, gathered, t_lo, t_hi, rest, NUM_PIVOTS, SEARCH_BLOCK, MAX_PASSES)
+            max_c1, sum_c1, _, _, _, _, flags = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
+                                                                NC_PAD)
+            seed = tl.load(seed_ptr + row)
+            step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
+            mass_j = tl.sum(tl.where(at_hi & valid[:, None], piv_mass, 0.0), 1)
+            for j in range(0, NC):
+                n_b = tl.sum(tl.where(chunk == j, bucket_j, 0), 0)
+                if n_b > 0:  # add the chunk's bucket values >= tau (in the gathered buffer)
+                    slot0 = tl.sum(tl.where(chunk == j, offset_j, 0), 0)
                     kept_sum = 0.0
-                    best = -1.0
-                    best_index = 0
-                    for s in range(0, n_j, BLOCK):
-                        pv, local = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
-                        kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
-                        kept_sum += tl.sum(tl.where(kept, pv, 0.0), 0)
-                        if greedy:  # the first argmax p
-                            key = tl.where(kept, pv, -1.0)
-                            top = tl.max(key, 0)
-                            if top > best:
-                                best = top
-                                best_index = j * CHUNK + tl.sum(tl.where(tl.arange(0, BLOCK) == tl.argmax(key, 0),
-                                                                         local, 0), 0)
-                    here = chunk == j
-                    mass_j = tl.where(here, kept_sum, mass_j)
-                    best_j = tl.where(here, best, best_j)
-                    index_j = tl.where(here, best_index, index_j)
-                picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
-                token = tl.program_id(0) * 0
-                p_token = kept_mass * 0.0
-                if greedy:  # the chunk holding argmax p (the first on ties)
-                    picked = tl.min(tl.where(best_j == tl.max(best_j, 0), chunk, NC_PAD), 0)
-                    token = tl.sum(tl.where(chunk == picked, index_j, 0), 0)
-                    p_token = tl.sum(tl.where(chunk == picked, best_j, 0.0), 0)
-                else:  # the exponential race on the picked chunk's kept candidates
-                    n_j = tl.load(cand_n_ptr + row * NC + picked)
-                    best = -2.0
-                    for s in range(0, n_j, BLOCK):
-                        pv, local = _unpack(cand_ptr, (row * NC + picked) * CAP, s + tl.arange(0, BLOCK), n_j)
-                        index = picked * CHUNK + local
-                        kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
-                        key = tl.where(kept, pv / -tl.log(_noise_at(seed, step_hi, index)), -1.0)
-                        top = tl.max(key, 0)
-                        if top > best:  # blocks come in token order: the first index wins ties
-                            best = top
-                            winner = tl.arange(0, BLOCK) == tl.argmax(key, 0)
-                            token = tl.sum(tl.where(winner, index, 0), 0)
-                            p_token = tl.sum(tl.where(winner, pv, 0.0), 0)
-                _store_result(c_ptr + row * stride_c, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
-                              tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
-                served = tl.program_id(0) * 0 + 1
+                    for s in range(0, n_b, SEARCH_BLOCK):
+                        k = s + tl.arange(0, SEARCH_BLOCK)
+                        pv = tl.load(dense + slot0 + k, mask=k < n_b, other=0.0)
+                        kept_sum += tl.sum(tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0), 0)
+                    mass_j = tl.where(chunk == j, mass_j + kept_sum, mass_j)
+            picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
+            token = tl.program_id(0) * 0
+            p_token = kept_mass * 0.0
+            if temp == 0.0:  # greedy: the first largest p (the chunk holding it, the first on ties)
+                top_bits = tl.load(top_ptr + 2 * (row * NC + chunk), mask=valid, other=-1)
+                best = tl.max(top_bits, 0)
+                picked = tl.min(tl.where(top_bits == best, chunk, NC_PAD), 0)
+                token = picked * CHUNK + tl.load(top_ptr + 2 * (row * NC + picked) + 1)
+                p_token = best.to(tl.float32, bitcast=True)
+            else:  # the exponential race on the picked chunk's kept candidates
+                n_j = tl.load(cand_n_ptr + row * NC + picked)
+                best = -2.0
+                for s in range(0, n_j, BLOCK):
+                    pv, local = _unpack(cand_ptr, (row * NC + picked) * CAP, s + tl.arange(0, BLOCK), n_j)
+                    index = picked * CHUNK + local
+                    kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
+                    key = tl.where(kept, pv / -tl.log(_noise_at(seed, step_hi, index)), -1.0)
+                    top = tl.max(key, 0)
+                    if top > best:  # blocks come in token order: the first index wins ties
+                        best = top
+                        winner = tl.arange(0, BLOCK) == tl.argmax(key, 0)
+                        token = tl.sum(tl.where(winner, index, 0), 0)
+                        p_token = tl.sum(tl.where(winner, pv, 0.0), 0)
+            _store_result(c_ptr + row * stride_c, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                          tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
+            served = tl.program_id(0) * 0 + 1
     tl.store(served_ptr + row, served)
 
 
@@ -731,12 +762,14 @@ def _maxnreg(cap: int | None = GPU_MAXNREG) -> dict:
     return {} if cap is None or triton_interpreting() else {"maxnreg": cap}
 
 
-def _candidate_block(vocab: int) -> int:
-    """Candidates per loop iteration: the interpreter takes a whole segment at once (no more
-    than the row can hold: its cost grows with the block, not the candidates)."""
+def _candidate_blocks(vocab: int) -> tuple[int, int, int, int]:
+    """(launch 3's read-back block, launch 4's segment block, its search block, its warps).
+    The interpreter takes a whole segment at once (no more than the row can hold: its cost
+    grows with the block, not the candidates)."""
     if triton_interpreting():
-        return min(CAND_CAP, max(triton.next_power_of_2(vocab), 16))
-    return GPU_CAND_BLOCK
+        block = min(CAND_CAP, max(triton.next_power_of_2(vocab), 16))
+        return block, block, block, 4
+    return GPU_CAND_BLOCK, GPU_DRAW_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS
 
 
 def _block_sizes(vocab: int) -> tuple[int, int, int]:
@@ -794,26 +827,30 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     served = (torch.empty if has_top_p else torch.zeros)(batch, dtype=torch.int32, device=device) \
         if served_out is None else (served_out if has_top_p else served_out.zero_())
     if has_top_p:
-        cand_block = _candidate_block(vocab)
+        read_block, draw_block, search_block, draw_warps = _candidate_blocks(vocab)
         cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)
         cand_n = torch.empty(batch * chunks, dtype=torch.int32, device=device)
         chunk_mass = torch.empty(batch * chunks, dtype=torch.float32, device=device)
         bounds = torch.empty(2 * batch, dtype=torch.int32, device=device)
+        piv_mass = torch.empty(batch * chunks * NUM_PIVOTS, dtype=torch.float32, device=device)
+        piv_count = torch.empty(batch * chunks * NUM_PIVOTS, dtype=torch.int32, device=device)
+        top = torch.empty(2 * batch * chunks, dtype=torch.int32, device=device)  # greedy rows: max bits, index
         dense = torch.empty(batch * DENSE_CAP, dtype=torch.float32, device=device)
-        candidates = (cand, cand_n, chunk_mass, bounds)
+        candidates = (cand, cand_n, chunk_mass, bounds, piv_mass, piv_count, top)
         _candidates_kernel[(batch, chunks)](
             logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
             partials, batch * chunks, *candidates,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
-            EMULATE_FMA=emulate_fma, num_warps=num_warps, **_maxnreg(CAND_MAXNREG),
+            BLOCK=read_block, NUM_PIVOTS=NUM_PIVOTS, EMULATE_FMA=emulate_fma, num_warps=num_warps,
+            **_maxnreg(CAND_MAXNREG),
         )
         _candidate_draw_kernel[(batch,)](
             logits_c, logits_c.stride(0), weight_u, temperature, top_k, top_p, seeds, steps, contrast,
             partials, batch * chunks, *candidates, dense, served,
             tokens, logprobs, cond, flags,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
-            BLOCK=cand_block, DENSE_CAP=DENSE_CAP, NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES,
-            num_warps=num_warps, **_maxnreg(),
+            BLOCK=draw_block, SEARCH_BLOCK=search_block, DENSE_CAP=DENSE_CAP, NUM_PIVOTS=NUM_PIVOTS,
+            MAX_PASSES=MAX_SEARCH_PASSES, num_warps=draw_warps, **_maxnreg(DRAW_MAXNREG),
         )
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
