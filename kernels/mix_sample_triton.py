@@ -398,11 +398,13 @@ def _one_chunk_kernel(
 # distributions), or whose bound did not hold, is left to launch 5 (the full search).
 CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: index in the chunk << 32 | bits of p
 DENSE_CAP = 2048  # candidates of tau's bucket gathered per row for the exact search
-GPU_CAND_BLOCK = 256  # launch 3: stored candidates read back per loop iteration (GPU, 4 warps)
-# launch 4 (one program per row): 8 warps to keep more L2 reads in flight per row, a segment
-# block of 512 (one iteration for most chunks: the 90th percentile is ~190 candidates of a
-# 2048-token chunk) and [NUM_PIVOTS, 128] search tiles on tau's bucket (a few hundred values)
-GPU_DRAW_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS = 512, 128, 8
+# launch 4 (one program per row) on the row's dense candidate list: 8 warps keep more L2 reads
+# in flight per row, 1024-candidate blocks (full, but the last; 2048 spilled ~400 B under the
+# 128-register cap, and 4 warps at 1024 spilled too), [NUM_PIVOTS, 128] tiles for the exact
+# search on tau's bucket (a few hundred values); launch 3b copies 256 per iteration
+GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK = 1024, 128, 8, 256
+GPU_RACE_BLOCK = 512  # the race on one chunk's segment (at most CAND_CAP; ~190 at the 90th percentile)
+PACK_NUM_WARPS = 1  # launch 3b: a few hundred int64 per program; more warps only add fixed cost
 DRAW_MAXNREG = 128  # 2 CTAs of 256 threads per SM, its design
 # launch 3's register cap: 4 CTAs of 128 threads per SM, its design (Triton 3.6 took 143-147
 # registers for the conditional-only builds, 3 CTAs per SM; Triton 3.8 takes 87-91)
@@ -435,21 +437,15 @@ def _pivots(lo, hi, NPIV: tl.constexpr):
 @triton.jit
 def _candidates_kernel(
     c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, piv_mass_ptr, piv_count_ptr,
-    top_ptr,
+    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
-    CAP: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr, EMULATE_FMA: tl.constexpr,
+    CAP: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
     """Launch 3 (grid B x chunks; candidate-path rows only): p over one chunk, its candidates
     p >= L compacted in token order to the (row, chunk) segment as one int64 each (index in
     the chunk << 32 | the bits of p; at most CAP, the count stored whole so that an overflow
-    shows), and the chunk's total p. Then, from the stored candidates (read back: a few hundred,
-    not the chunk's 2048 p), their count and mass at or above each of the NUM_PIVOTS thresholds
-    launch 4 spreads over [L, the upper bracket): launch 4 finds tau's bucket from these
-    [chunks x NUM_PIVOTS] sums and, with the mass above tau's bucket per chunk, needs no pass over
-    the candidates for the threshold masses or the chunks' kept masses. Greedy rows also store
-    the chunk's largest p and its first index."""
+    shows), and the chunk's total p."""
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
@@ -470,40 +466,18 @@ def _candidates_kernel(
         bits = tl.where(in_row, p.to(tl.int32, bitcast=True), -1)
         candidate = bits >= lo
         rank = tl.cumsum(candidate.to(tl.int32), 0) - 1
-        packed = (local.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
-        segment = (row * NC + chunk) * CAP
-        tl.store(cand_ptr + segment + rank, packed, mask=candidate & (rank < CAP))
-        n = tl.sum(candidate.to(tl.int32), 0)
-        tl.store(cand_n_ptr + row * NC + chunk, n)
+        packed = (offs.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
+        tl.store(cand_ptr + (row * NC + chunk) * CAP + rank, packed, mask=candidate & (rank < CAP))
+        tl.store(cand_n_ptr + row * NC + chunk, tl.sum(candidate.to(tl.int32), 0))
         tl.store(chunk_mass_ptr + row * NC + chunk, tl.sum(tl.where(in_row, p, 0.0), 0))
-        hi = (scale_c + scale_u).to(tl.int32, bitcast=True) + 1
         if chunk == 0:  # launch 4 reads the bracket from here: no second computation to agree with
             tl.store(bounds_ptr + 2 * row, lo)
-            tl.store(bounds_ptr + 2 * row + 1, hi)
-        if temp == 0.0:  # greedy: the chunk's largest p and its first index (p <= hi: bits >= -1)
-            tl.store(top_ptr + 2 * (row * NC + chunk), tl.max(bits, 0))
-            tl.store(top_ptr + 2 * (row * NC + chunk) + 1, tl.argmax(bits, 0))
-        # count and mass of the candidates at or above each threshold, per lane (4 slots each),
-        # one reduction at the end; padding reads p = 0, below every threshold (all >= L > 0)
-        t = _pivots(lo, hi, NUM_PIVOTS)[:, None, None]
-        lanes: tl.constexpr = BLOCK // 4
-        count = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.int32)
-        mass = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.float32)
-        stored = tl.minimum(n, CAP)
-        tl.debug_barrier()  # the candidates just stored are read back by other threads
-        for s in range(0, stored, BLOCK):
-            pv, _ = _unpack(cand_ptr, segment, s + tl.arange(0, BLOCK), stored)
-            at_or_above = tl.reshape(pv.to(tl.int32, bitcast=True), [1, lanes, 4]) >= t
-            count += tl.sum(at_or_above.to(tl.int32), 2)
-            mass += tl.sum(tl.where(at_or_above, tl.reshape(pv, [1, lanes, 4]), 0.0), 2)
-        out = (row * NC + chunk) * NUM_PIVOTS + tl.arange(0, NUM_PIVOTS)
-        tl.store(piv_count_ptr + out, tl.sum(count, 1))
-        tl.store(piv_mass_ptr + out, tl.sum(mass, 1))
+            tl.store(bounds_ptr + 2 * row + 1, (scale_c + scale_u).to(tl.int32, bitcast=True) + 1)
 
 
 @triton.jit
 def _unpack(cand_ptr, segment, k, n):
-    """(p, index in the chunk) of stored candidates k (k >= n: p = 0, below every threshold)."""
+    """(p, token index) of stored candidates k (k >= n: p = 0, below every threshold)."""
     packed = tl.load(cand_ptr + segment + k, mask=k < n, other=0)
     return (packed & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True), (packed >> 32).to(tl.int32)
 
@@ -553,24 +527,54 @@ def _noise_at(seed, step_hi, index):
 
 
 @triton.jit
+def _candidate_pack_kernel(
+    top_k_ptr, top_p_ptr, contrast_ptr, cand_ptr, cand_n_ptr, row_cand_ptr,
+    V, NC,
+    HAS_CONTRAST: tl.constexpr, NC_PAD: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Launch 3b (grid B x chunks; candidate-path rows): copies the (row, chunk) segment's
+    candidates to the row's dense list at the chunk's offset, the sum of the counts of the chunks
+    before it (integers: the same layout whatever the batch, and token order kept). Launch 4's
+    passes then run over full blocks of the row's candidates, not one partly filled block per
+    chunk. A row with a chunk over CAP (launch 5's) copies nothing."""
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    if HAS_CONTRAST:
+        contrast = tl.load(contrast_ptr + row) != 0
+    else:
+        contrast = chunk < 0  # never true: no contrast row in this launch
+    if _compact(tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, contrast):
+        j = tl.arange(0, NC_PAD)
+        counts = tl.load(cand_n_ptr + row * NC + j, mask=j < NC, other=0)
+        if tl.max(counts, 0) <= CAP:
+            offset = tl.sum(tl.where(j < chunk, counts, 0), 0)
+            n = tl.sum(tl.where(j == chunk, counts, 0), 0)
+            for s in range(0, n, BLOCK):
+                k = s + tl.arange(0, BLOCK)
+                packed = tl.load(cand_ptr + (row * NC + chunk) * CAP + k, mask=k < n, other=0)
+                tl.store(row_cand_ptr + row * NC * CAP + offset + k, packed, mask=k < n)
+
+
+@triton.jit
 def _candidate_draw_kernel(
     c_ptr, stride_c, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, piv_mass_ptr, piv_count_ptr,
-    top_ptr, dense_ptr, served_ptr,
-    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
+    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, row_cand_ptr, dense_ptr,
+    served_ptr, tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
-    CAP: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr, DENSE_CAP: tl.constexpr,
-    NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr,
+    CAP: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr, RACE_BLOCK: tl.constexpr,
+    DENSE_CAP: tl.constexpr, NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr,
 ):
-    """Launch 4 (grid B; candidate-path rows): the chunks' candidate masses at NUM_PIVOTS
-    thresholds over [L, the upper bracket) (launch 3's [chunks x NUM_PIVOTS] sums, added in
-    chunk order) give tau's bucket; only the chunks holding some of it are read, its candidates
-    gathered in token order and tau found by the exact search on them. A chunk's kept mass is
-    its mass above tau's bucket (launch 3's sums) plus its bucket values >= tau; then the chunk
-    by ``_pick_chunk`` and the race on its kept candidates (greedy: the first largest p, from
-    launch 3's per-chunk maxima). Marks the row served; a row it cannot serve (a chunk over
-    CAP, the bound missed, tau's bucket over DENSE_CAP) is left to launch 5."""
+    """Launch 4 (grid B; candidate-path rows), on the row's dense candidate list (launch 3b's,
+    token order): the candidates' mass at NUM_PIVOTS thresholds over [L, the upper bracket)
+    gives tau's bucket (greedy rows also take the first largest p here: tau <= max p keeps it);
+    its candidates are gathered and tau found by the exact search on them; the kept mass is the
+    mass above the bucket plus the bucket's values >= tau. Sampled rows then take the chunk of
+    the first kept candidate whose running kept mass exceeds u_row x the kept mass (in exact
+    arithmetic the first chunk whose cumulative mass exceeds it, ``_pick_chunk``'s rule; a
+    chunk of zero mass is never taken), and the race on that chunk's kept candidates. Marks the
+    row served; a row it cannot serve (a chunk over CAP, the bound missed, tau's bucket over
+    DENSE_CAP) is left to launch 5."""
     row = tl.program_id(0).to(tl.int64)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     top_p = tl.load(top_p_ptr + row)
@@ -579,84 +583,95 @@ def _candidate_draw_kernel(
         chunk = tl.arange(0, NC_PAD)
         valid = chunk < NC
         counts = tl.load(cand_n_ptr + row * NC + chunk, mask=valid, other=0)
+        n_all = tl.sum(counts, 0)
+        listed = row * NC * CAP  # the row's dense candidate list
         target = top_p * tl.sum(tl.load(chunk_mass_ptr + row * NC + chunk, mask=valid, other=0.0), 0)
         lo = tl.load(bounds_ptr + 2 * row)
         hi = tl.load(bounds_ptr + 2 * row + 1)
+        greedy = temp == 0.0
         pivot = tl.arange(0, NUM_PIVOTS)
         t = _pivots(lo, hi, NUM_PIVOTS)
-        # [chunks, pivots]: launch 3's count and mass of each chunk's candidates >= t_b
-        cell = (row * NC + chunk)[:, None] * NUM_PIVOTS + pivot[None, :]
-        piv_mass = tl.load(piv_mass_ptr + cell, mask=valid[:, None], other=0.0)
-        piv_count = tl.load(piv_count_ptr + cell, mask=valid[:, None], other=0)
-        above = tl.sum(piv_mass, 0)
+        # the candidates' mass at or above each threshold: per-lane sums (each lane owning 4
+        # consecutive slots: a quarter of the registers of a [pivots, BLOCK] tile), one reduction
+        lanes: tl.constexpr = BLOCK // 4
+        mass = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.float32)
+        best = -1.0
+        token = tl.program_id(0) * 0
+        listed_n = tl.where(tl.max(counts, 0) <= CAP, n_all, 0)  # else launch 3b listed nothing: launch 5's row
+        for s in range(0, listed_n, BLOCK):
+            pv = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)[0]
+            at_or_above = tl.reshape(pv.to(tl.int32, bitcast=True), [1, lanes, 4]) >= t[:, None, None]
+            mass += tl.sum(tl.where(at_or_above, tl.reshape(pv, [1, lanes, 4]), 0.0), 2)
+        if greedy:  # the first largest p (blocks in token order): kept, as tau <= max p
+            for s in range(0, listed_n, BLOCK):
+                pv, index = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)
+                top = tl.max(pv, 0)
+                if top > best:
+                    best = top
+                    token = tl.sum(tl.where(tl.arange(0, BLOCK) == tl.argmax(pv, 0), index, 0), 0)
+        above = tl.sum(mass, 1)
         b_star = tl.sum((above >= target).to(tl.int32), 0) - 1  # tau lies in [t_b*, t_b*+1)
         t_lo = tl.sum(tl.where(pivot == b_star, t, 0), 0)
         t_hi = tl.where(b_star == NUM_PIVOTS - 1, hi, tl.sum(tl.where(pivot == b_star + 1, t, 0), 0))
-        rest = target - tl.sum(tl.where(pivot == b_star + 1, above, 0.0), 0)  # what tau's bucket must add
-        # per chunk: its candidates in tau's bucket, where they go in the gathered buffer, and
-        # its mass above the bucket (all kept: >= t_hi > tau); b* + 1 = NUM_PIVOTS selects nothing
-        at_lo = pivot[None, :] == b_star
-        at_hi = pivot[None, :] == b_star + 1
-        bucket_j = tl.sum(tl.where(at_lo, piv_count, 0), 1) - tl.sum(tl.where(at_hi, piv_count, 0), 1)
-        offset_j = tl.cumsum(bucket_j, 0) - bucket_j
-        gathered = tl.sum(bucket_j, 0)
-        if (tl.max(counts, 0) <= CAP) & (b_star >= 0) & (gathered <= DENSE_CAP):
+        above_hi = tl.sum(tl.where(pivot == b_star + 1, above, 0.0), 0)  # all kept: >= t_hi > tau
+        if (tl.max(counts, 0) <= CAP) & (b_star >= 0):
             dense = dense_ptr + row * DENSE_CAP
-            for j in range(0, NC):
-                n_b = tl.sum(tl.where(chunk == j, bucket_j, 0), 0)
-                if n_b > 0:  # only the chunks holding some of tau's bucket are read
-                    slot0 = tl.sum(tl.where(chunk == j, offset_j, 0), 0)
-                    n_j = tl.load(cand_n_ptr + row * NC + j)
-                    for s in range(0, n_j, BLOCK):
-                        pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
-                        bits = pv.to(tl.int32, bitcast=True)
-                        in_bucket = (bits >= t_lo) & (bits < t_hi)
-                        slot = slot0 + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
-                        tl.store(dense + slot, pv, mask=in_bucket)
-                        slot0 += tl.sum(in_bucket.to(tl.int32), 0)
-            tl.debug_barrier()  # the gathered values are read back by other threads
-            tau = _dense_search(dense, gathered, t_lo, t_hi, rest, NUM_PIVOTS, SEARCH_BLOCK, MAX_PASSES)
-            max_c1, sum_c1, _, _, _, _, flags = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
-                                                                NC_PAD)
-            seed = tl.load(seed_ptr + row)
-            step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
-            mass_j = tl.sum(tl.where(at_hi & valid[:, None], piv_mass, 0.0), 1)
-            for j in range(0, NC):
-                n_b = tl.sum(tl.where(chunk == j, bucket_j, 0), 0)
-                if n_b > 0:  # add the chunk's bucket values >= tau (in the gathered buffer)
-                    slot0 = tl.sum(tl.where(chunk == j, offset_j, 0), 0)
-                    kept_sum = 0.0
-                    for s in range(0, n_b, SEARCH_BLOCK):
-                        k = s + tl.arange(0, SEARCH_BLOCK)
-                        pv = tl.load(dense + slot0 + k, mask=k < n_b, other=0.0)
-                        kept_sum += tl.sum(tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0), 0)
-                    mass_j = tl.where(chunk == j, mass_j + kept_sum, mass_j)
-            picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
-            token = tl.program_id(0) * 0
-            p_token = kept_mass * 0.0
-            if temp == 0.0:  # greedy: the first largest p (the chunk holding it, the first on ties)
-                top_bits = tl.load(top_ptr + 2 * (row * NC + chunk), mask=valid, other=-1)
-                best = tl.max(top_bits, 0)
-                picked = tl.min(tl.where(top_bits == best, chunk, NC_PAD), 0)
-                token = picked * CHUNK + tl.load(top_ptr + 2 * (row * NC + picked) + 1)
-                p_token = best.to(tl.float32, bitcast=True)
-            else:  # the exponential race on the picked chunk's kept candidates
-                n_j = tl.load(cand_n_ptr + row * NC + picked)
-                best = -2.0
-                for s in range(0, n_j, BLOCK):
-                    pv, local = _unpack(cand_ptr, (row * NC + picked) * CAP, s + tl.arange(0, BLOCK), n_j)
-                    index = picked * CHUNK + local
-                    kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
-                    key = tl.where(kept, pv / -tl.log(_noise_at(seed, step_hi, index)), -1.0)
-                    top = tl.max(key, 0)
-                    if top > best:  # blocks come in token order: the first index wins ties
-                        best = top
-                        winner = tl.arange(0, BLOCK) == tl.argmax(key, 0)
-                        token = tl.sum(tl.where(winner, index, 0), 0)
-                        p_token = tl.sum(tl.where(winner, pv, 0.0), 0)
-            _store_result(c_ptr + row * stride_c, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
-                          tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
-            served = tl.program_id(0) * 0 + 1
+            gathered = 0
+            for s in range(0, n_all, BLOCK):
+                pv = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), n_all)[0]
+                bits = pv.to(tl.int32, bitcast=True)
+                in_bucket = (bits >= t_lo) & (bits < t_hi)
+                slot = gathered + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
+                tl.store(dense + slot, pv, mask=in_bucket & (slot < DENSE_CAP))
+                gathered += tl.sum(in_bucket.to(tl.int32), 0)
+            if gathered <= DENSE_CAP:
+                tl.debug_barrier()  # the gathered values are read back by other threads
+                tau = _dense_search(dense, gathered, t_lo, t_hi, target - above_hi, NUM_PIVOTS, SEARCH_BLOCK,
+                                    MAX_PASSES)
+                kept_mass = above_hi
+                for s in range(0, gathered, SEARCH_BLOCK):
+                    k = s + tl.arange(0, SEARCH_BLOCK)
+                    pv = tl.load(dense + k, mask=k < gathered, other=0.0)
+                    kept_mass += tl.sum(tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0), 0)
+                max_c1, sum_c1, _, _, _, _, flags = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
+                                                                    NC_PAD)
+                seed = tl.load(seed_ptr + row)
+                step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
+                p_token = best
+                if ~greedy:
+                    # the chunk: that of the first kept candidate whose running kept mass exceeds
+                    # u_row x kept mass; rounding may leave the running sum short of it: then the
+                    # last kept candidate's (as _pick_chunk clamps to the last chunk with mass)
+                    threshold = _chunk_uniform(seed, step_hi) * kept_mass
+                    running = 0.0
+                    crossed = -1
+                    last = 0
+                    s = 0
+                    while (s < n_all) & (crossed < 0):
+                        pv, index = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), n_all)
+                        kept_p = tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0)
+                        over = ((running + tl.cumsum(kept_p, 0)) > threshold) & (kept_p > 0.0)
+                        first = tl.min(tl.where(over, index, 2147483647), 0)  # token order: the first
+                        crossed = tl.where(first < 2147483647, first, -1)
+                        last = tl.maximum(last, tl.max(tl.where(kept_p > 0.0, index, 0), 0))
+                        running += tl.sum(kept_p, 0)
+                        s += BLOCK
+                    picked = tl.where(crossed >= 0, crossed, last) // CHUNK
+                    n_j = tl.load(cand_n_ptr + row * NC + picked)
+                    best = -2.0
+                    for s in range(0, n_j, RACE_BLOCK):  # the exponential race on its kept candidates
+                        pv, index = _unpack(cand_ptr, (row * NC + picked) * CAP, s + tl.arange(0, RACE_BLOCK), n_j)
+                        kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
+                        key = tl.where(kept, pv / -tl.log(_noise_at(seed, step_hi, index)), -1.0)
+                        top = tl.max(key, 0)
+                        if top > best:  # blocks come in token order: the first index wins ties
+                            best = top
+                            winner = tl.arange(0, RACE_BLOCK) == tl.argmax(key, 0)
+                            token = tl.sum(tl.where(winner, index, 0), 0)
+                            p_token = tl.sum(tl.where(winner, pv, 0.0), 0)
+                _store_result(c_ptr + row * stride_c, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
+                              tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
+                served = tl.program_id(0) * 0 + 1
     tl.store(served_ptr + row, served)
 
 
@@ -762,14 +777,14 @@ def _maxnreg(cap: int | None = GPU_MAXNREG) -> dict:
     return {} if cap is None or triton_interpreting() else {"maxnreg": cap}
 
 
-def _candidate_blocks(vocab: int) -> tuple[int, int, int, int]:
-    """(launch 3's read-back block, launch 4's segment block, its search block, its warps).
-    The interpreter takes a whole segment at once (no more than the row can hold: its cost
-    grows with the block, not the candidates)."""
+def _candidate_blocks(vocab: int) -> tuple[int, int, int, int, int]:
+    """(launch 4's block, its block on tau's bucket, its race block, its warps, launch 3b's block). The
+    interpreter takes a whole segment or row at once (its cost grows with the block iterations,
+    not the candidates)."""
     if triton_interpreting():
-        block = min(CAND_CAP, max(triton.next_power_of_2(vocab), 16))
-        return block, block, block, 4
-    return GPU_CAND_BLOCK, GPU_DRAW_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS
+        segment = min(CAND_CAP, max(triton.next_power_of_2(vocab), 16))
+        return min(max(triton.next_power_of_2(vocab), 16), 16384), segment, segment, 4, segment
+    return GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, GPU_RACE_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK
 
 
 def _block_sizes(vocab: int) -> tuple[int, int, int]:
@@ -827,29 +842,32 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     served = (torch.empty if has_top_p else torch.zeros)(batch, dtype=torch.int32, device=device) \
         if served_out is None else (served_out if has_top_p else served_out.zero_())
     if has_top_p:
-        read_block, draw_block, search_block, draw_warps = _candidate_blocks(vocab)
+        cand_block, search_block, race_block, draw_warps, pack_block = _candidate_blocks(vocab)
         cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)
         cand_n = torch.empty(batch * chunks, dtype=torch.int32, device=device)
         chunk_mass = torch.empty(batch * chunks, dtype=torch.float32, device=device)
         bounds = torch.empty(2 * batch, dtype=torch.int32, device=device)
-        piv_mass = torch.empty(batch * chunks * NUM_PIVOTS, dtype=torch.float32, device=device)
-        piv_count = torch.empty(batch * chunks * NUM_PIVOTS, dtype=torch.int32, device=device)
-        top = torch.empty(2 * batch * chunks, dtype=torch.int32, device=device)  # greedy rows: max bits, index
+        row_cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)  # rows' dense lists
         dense = torch.empty(batch * DENSE_CAP, dtype=torch.float32, device=device)
-        candidates = (cand, cand_n, chunk_mass, bounds, piv_mass, piv_count, top)
+        candidates = (cand, cand_n, chunk_mass, bounds)
         _candidates_kernel[(batch, chunks)](
             logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
             partials, batch * chunks, *candidates,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
-            BLOCK=read_block, NUM_PIVOTS=NUM_PIVOTS, EMULATE_FMA=emulate_fma, num_warps=num_warps,
-            **_maxnreg(CAND_MAXNREG),
+            EMULATE_FMA=emulate_fma, num_warps=num_warps, **_maxnreg(CAND_MAXNREG),
+        )
+        _candidate_pack_kernel[(batch, chunks)](
+            top_k, top_p, contrast, cand, cand_n, row_cand, vocab, chunks,
+            HAS_CONTRAST=has_contrast, NC_PAD=nc_pad, CAP=CAND_CAP, BLOCK=pack_block,
+            num_warps=PACK_NUM_WARPS if not triton_interpreting() else 4,
         )
         _candidate_draw_kernel[(batch,)](
             logits_c, logits_c.stride(0), weight_u, temperature, top_k, top_p, seeds, steps, contrast,
-            partials, batch * chunks, *candidates, dense, served,
+            partials, batch * chunks, *candidates, row_cand, dense, served,
             tokens, logprobs, cond, flags,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
-            BLOCK=draw_block, SEARCH_BLOCK=search_block, DENSE_CAP=DENSE_CAP, NUM_PIVOTS=NUM_PIVOTS,
+            BLOCK=cand_block, SEARCH_BLOCK=search_block, RACE_BLOCK=race_block, DENSE_CAP=DENSE_CAP,
+            NUM_PIVOTS=NUM_PIVOTS,
             MAX_PASSES=MAX_SEARCH_PASSES, num_warps=draw_warps, **_maxnreg(DRAW_MAXNREG),
         )
     _mix_sample_kernel[(batch,)](
@@ -896,6 +914,7 @@ def build_cases():
                        {"_mix_sample_kernel": DESIGN_CTAS_PER_SM, "_one_chunk_kernel": DESIGN_CTAS_PER_SM,
                         "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM,
                         "_candidates_kernel": STATS_DESIGN_CTAS_PER_SM,
+                        "_candidate_pack_kernel": STATS_DESIGN_CTAS_PER_SM,
                         "_candidate_draw_kernel": DESIGN_CTAS_PER_SM},
                        dict(op="mix_sample", batch=b, vocab=v, dtype=dtype, mode=mode))
             for dtype in DTYPES for mode in ("mix", "cond", "contrast") for v in vocabularies()
