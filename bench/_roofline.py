@@ -186,7 +186,9 @@ def mix_sample(records: dict[str, dict], batch: int, vocab: int, dtype_bytes: in
     launches = [Work(stats["kernel"], programs, resident, batch * row_bytes + partials, batch * row_bytes, 0.0,
                      stats_instructions, resident * chunk * dtype_bytes * paths, stats_unmodelled)]
     drawn = batch * chunk * dtype_bytes * paths  # the drawn chunk (just read by launch 1: counted anyway)
-    skipped = set() if not top_p else {next(iter(_top_level_ifs(one_chunk)), "")}
+    # top-p rows skip the one-chunk draw (and store their statistics); rows without filters the reverse
+    unfiltered_test = next((t for t in _top_level_ifs(one_chunk) if t.startswith("_unfiltered")), "")
+    skipped = {t for t in _top_level_ifs(one_chunk) if (t == unfiltered_test) == top_p}
     instructions, unmodelled = _issue(dict(one_chunk, outside_loops=_straight_line(one_chunk, skipped)),
                                       [None] * len(one_chunk["loops"]), batch)
     launches.append(_row_launch(one_chunk, batch, instructions, unmodelled,
@@ -215,9 +217,10 @@ def _candidate_path(candidates: dict, pack: dict, draw: dict, batch: int, vocab:
     written = batch * (per_row * 8 + chunks * 8)  # int64 candidates, count and mass per chunk
     instructions, unmodelled = _issue(candidates, [None] * len(candidates["loops"]), programs)
     reread = batch * row_bytes  # the statistics just read the same logits: from L2 when they fit
-    hbm = (reread if reread > H100.l2_bytes else 0.0) + written + partials
+    row_stats = programs * 16  # each program reads its row's statistics (launch 2 combined them)
+    hbm = (reread if reread > H100.l2_bytes else 0.0) + written + row_stats
     resident = _resident(candidates, programs)
-    out = [Work(candidates["kernel"], programs, resident, hbm, reread + written + partials, 0.0, instructions,
+    out = [Work(candidates["kernel"], programs, resident, hbm, reread + written + row_stats, 0.0, instructions,
                 resident * chunk * dtype_bytes * paths, unmodelled)]
     # 3b: each (row, chunk) copies its segment to the row's dense list (L2 both ways)
     pack_block = pack["cases"][0]["args"]["BLOCK"]

@@ -348,17 +348,34 @@ def _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
 def _one_chunk_kernel(
     c_ptr, u_ptr, stride_c, stride_u,
     weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
-    part_ptr, part_stride,
+    part_ptr, part_stride, row_stats_ptr,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
-    EMULATE_FMA: tl.constexpr,
+    STORE_STATS: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
-    """Rows without filters (launch 2 of 3): the chunk masses follow from the partials; the row
-    draws its chunk and reads only that one. Other rows do nothing here."""
+    """Rows without filters (launch 2): the chunk masses follow from the partials; the row
+    draws its chunk and reads only that one. With STORE_STATS, the candidate path's rows store
+    their combined statistics (max_ct, sum_ct, max_ut, sum_ut, max_c1, sum_c1, flags) for
+    launches 3 and 4, whose every program would otherwise recombine the partials. Other rows
+    do nothing here."""
     row = tl.program_id(0).to(tl.int64)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
-    if _unfiltered(temp, tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, contrast):
+    top_k = tl.load(top_k_ptr + row)
+    top_p = tl.load(top_p_ptr + row)
+    if STORE_STATS:
+        if _compact(top_k, top_p, V, contrast):
+            max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags = _row_statistics(
+                part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
+            out = row_stats_ptr + ROW_STATS * row
+            tl.store(out, max_ct)
+            tl.store(out + 1, sum_ct)
+            tl.store(out + 2, max_ut)
+            tl.store(out + 3, sum_ut)
+            tl.store(out + 4, max_c1)
+            tl.store(out + 5, sum_c1)
+            tl.store(out + 6, flags.to(tl.float32))  # a few bits: exact in fp32
+    if _unfiltered(temp, top_k, top_p, V, contrast):
         NEG_INF: tl.constexpr = -float("inf")
         c_row = c_ptr + row * stride_c
         u_row = u_ptr + row * stride_u
@@ -409,6 +426,8 @@ DRAW_MAXNREG = 128  # 2 CTAs of 256 threads per SM, its design
 # launch 3's register cap: 4 CTAs of 128 threads per SM, its design (Triton 3.6 took 143-147
 # registers for the conditional-only builds, 3 CTAs per SM; Triton 3.8 takes 87-91)
 CAND_MAXNREG = 128
+ROW_STATS_FLOATS = 8  # floats per row of launch 2's combined statistics (7 used)
+ROW_STATS = tl.constexpr(ROW_STATS_FLOATS)
 BOUND_SAFETY = tl.constexpr(1.0 - 2.0**-8)  # room for the rounding of the row's total mass (~1) in the bound
 
 
@@ -437,9 +456,9 @@ def _pivots(lo, hi, NPIV: tl.constexpr):
 @triton.jit
 def _candidates_kernel(
     c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
+    row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
     V, NC,
-    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr,
     CAP: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
     """Launch 3 (grid B x chunks; candidate-path rows only): p over one chunk, its candidates
@@ -451,8 +470,11 @@ def _candidates_kernel(
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     top_p = tl.load(top_p_ptr + row)
     if _compact(tl.load(top_k_ptr + row), top_p, V, contrast):
-        _, _, max_c, sum_ct, max_ut, sum_ut, _ = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
-                                                                 NC_PAD)
+        # the row's statistics, combined once by launch 2
+        max_c = tl.load(row_stats_ptr + ROW_STATS * row)
+        sum_ct = tl.load(row_stats_ptr + ROW_STATS * row + 1)
+        max_ut = tl.load(row_stats_ptr + ROW_STATS * row + 2)
+        sum_ut = tl.load(row_stats_ptr + ROW_STATS * row + 3)
         scale_c, scale_u, max_u = _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut)
         lo = ((1.0 - top_p) * BOUND_SAFETY / V).to(tl.int32, bitcast=True)
         start = chunk * CHUNK
@@ -558,7 +580,7 @@ def _candidate_pack_kernel(
 @triton.jit
 def _candidate_draw_kernel(
     c_ptr, stride_c, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, row_cand_ptr, dense_ptr,
+    row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, row_cand_ptr, dense_ptr,
     served_ptr, tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
@@ -591,17 +613,15 @@ def _candidate_draw_kernel(
         greedy = temp == 0.0
         pivot = tl.arange(0, NUM_PIVOTS)
         t = _pivots(lo, hi, NUM_PIVOTS)
-        # the candidates' mass at or above each threshold: per-lane sums (each lane owning 4
-        # consecutive slots: a quarter of the registers of a [pivots, BLOCK] tile), one reduction
-        lanes: tl.constexpr = BLOCK // 4
-        mass = tl.zeros([NUM_PIVOTS, lanes], dtype=tl.float32)
+        # the candidates' mass at or above each threshold: per-slot sums, one reduction (per-lane
+        # sums over 4 slots took 2.4x the instructions: the reshape costs more than it saves)
+        mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
         best = -1.0
         token = tl.program_id(0) * 0
         listed_n = tl.where(tl.max(counts, 0) <= CAP, n_all, 0)  # else launch 3b listed nothing: launch 5's row
         for s in range(0, listed_n, BLOCK):
             pv = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)[0]
-            at_or_above = tl.reshape(pv.to(tl.int32, bitcast=True), [1, lanes, 4]) >= t[:, None, None]
-            mass += tl.sum(tl.where(at_or_above, tl.reshape(pv, [1, lanes, 4]), 0.0), 2)
+            mass += tl.where(pv.to(tl.int32, bitcast=True)[None, :] >= t[:, None], pv[None, :], 0.0)
         if greedy:  # the first largest p (blocks in token order): kept, as tau <= max p
             for s in range(0, listed_n, BLOCK):
                 pv, index = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)
@@ -633,8 +653,9 @@ def _candidate_draw_kernel(
                     k = s + tl.arange(0, SEARCH_BLOCK)
                     pv = tl.load(dense + k, mask=k < gathered, other=0.0)
                     kept_mass += tl.sum(tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0), 0)
-                max_c1, sum_c1, _, _, _, _, flags = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
-                                                                    NC_PAD)
+                max_c1 = tl.load(row_stats_ptr + ROW_STATS * row + 4)  # launch 2 combined them
+                sum_c1 = tl.load(row_stats_ptr + ROW_STATS * row + 5)
+                flags = tl.load(row_stats_ptr + ROW_STATS * row + 6).to(tl.int32)
                 seed = tl.load(seed_ptr + row)
                 step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
                 p_token = best
@@ -829,13 +850,15 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         num_warps=STATS_NUM_WARPS,
     )
     nc_pad = max(triton.next_power_of_2(chunks), 2)
+    row_stats = torch.empty(ROW_STATS_FLOATS * batch if has_top_p else 1, dtype=torch.float32, device=device)
     _one_chunk_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
         weight_u, temperature, top_k, top_p, seeds, steps, contrast,
-        partials, batch * chunks,
+        partials, batch * chunks, row_stats,
         tokens, logprobs, cond, flags,
         vocab, chunks,
-        HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, EMULATE_FMA=emulate_fma,
+        HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, STORE_STATS=has_top_p,
+        EMULATE_FMA=emulate_fma,
         num_warps=num_warps,
     )
     # launch 4 writes every row's mark; only without it must launch 5 find zeros (no memset per step then)
@@ -852,8 +875,8 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         candidates = (cand, cand_n, chunk_mass, bounds)
         _candidates_kernel[(batch, chunks)](
             logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
-            partials, batch * chunks, *candidates,
-            vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
+            row_stats, *candidates,
+            vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, CAP=CAND_CAP,
             EMULATE_FMA=emulate_fma, num_warps=num_warps, **_maxnreg(CAND_MAXNREG),
         )
         _candidate_pack_kernel[(batch, chunks)](
@@ -863,7 +886,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         )
         _candidate_draw_kernel[(batch,)](
             logits_c, logits_c.stride(0), weight_u, temperature, top_k, top_p, seeds, steps, contrast,
-            partials, batch * chunks, *candidates, row_cand, dense, served,
+            row_stats, *candidates, row_cand, dense, served,
             tokens, logprobs, cond, flags,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
             BLOCK=cand_block, SEARCH_BLOCK=search_block, RACE_BLOCK=race_block, DENSE_CAP=DENSE_CAP,
