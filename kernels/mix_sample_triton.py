@@ -1,4 +1,5 @@
-"""Triton kernels for ``mix_sample``: a grid over (rows, vocabulary chunks), then per row; three launches.
+"""Triton kernels for ``mix_sample``: a grid over (rows, vocabulary chunks), then per row; three
+launches, six when rows have top-p.
 
 Launch 1, ``_chunk_stats_kernel`` (grid B x ceil(V / CHUNK)): each program reads one chunk of
 both paths once and writes its partial max / sum-exp of l_c / T, l_c (for ``cond_logprobs``)
@@ -10,9 +11,14 @@ statistics from its partials (combined in chunk order; the bad-input flags follo
 them), the chunk masses from the partials, the chunk draw (one Philox word, a cumulative sum
 over chunks), then only that chunk is read for the token: an exponential race
 argmax_i p_i / E_i (E_i = -log u_i, u from Philox keyed by (seed, step, i // 4), four tokens
-per call). One pass over the logits in all.
+per call). One pass over the logits in all. The top-p candidate path's rows store their
+combined statistics here.
 
-Launch 3, ``_mix_sample_kernel`` (grid B): every other row (launch 2's rows run no loop
+Launches 3, 3b and 4, the top-p candidate path (rows with top-p, no top-k, no contrast):
+the candidates p >= L per (row, chunk), copied to a dense per-row list, then tau and the draw
+per row on the candidates alone (see the section below).
+
+Launch 5, ``_mix_sample_kernel`` (grid B): every other row (rows served before run no loop
 iteration and store nothing here). Contrast mode's pass over the plausible tokens; only when
 top-k / top-p are active, an exact threshold search on the fp32 bit pattern of p (monotone
 for p >= 0), NUM_PIVOTS candidate thresholds per pass, the bracket then shrunk to the data
@@ -404,16 +410,17 @@ def _one_chunk_kernel(
                       tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
 
 
-# ---- the top-p candidate path (launches 3 and 4) ----------------------------------------
+# ---- the top-p candidate path (launches 3, 3b and 4) ------------------------------------
 # Rows with top-p and without top-k or contrast (sampled or greedy). tau >= L = (1 - top_p) *
 # BOUND_SAFETY / V: the tokens below L hold less than V * L < (1 - top_p) of the mass, so the
 # kept set lies among the candidates p >= L. Measured on the real SmolLM2-135M (V = 49152, T = 1,
 # top-p 0.9-0.95) candidates are 0.4-19 % of V (docs/mix_sample.md). Launch 3 (rows x chunks) writes
-# them per chunk; launch 4 (per row) finds tau's bucket from their mass at NUM_PIVOTS
-# thresholds and resolves tau and the draw on candidates alone: the logits are read twice in
-# all (statistics, candidates). A row whose chunk holds more than CAND_CAP candidates (flat
+# them per chunk; launch 3b (rows x chunks) copies them to one dense list per row, in token
+# order; launch 4 (per row) finds tau's bucket from their mass at NUM_PIVOTS thresholds and
+# resolves tau and the draw on candidates alone, over full blocks of that list: the logits are
+# read twice in all (statistics, candidates). A row whose chunk holds more than CAND_CAP candidates (flat
 # distributions), or whose bound did not hold, is left to launch 5 (the full search).
-CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: index in the chunk << 32 | bits of p
+CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: token index << 32 | bits of p
 DENSE_CAP = 2048  # candidates of tau's bucket gathered per row for the exact search
 # launch 4 (one program per row) on the row's dense candidate list: 8 warps keep more L2 reads
 # in flight per row, 1024-candidate blocks (full, but the last; 2048 spilled ~400 B under the
@@ -821,7 +828,7 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
 def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
                       *, has_contrast: bool, has_top_p: bool = True, emulate_fma: bool = False,
                       served_out: torch.Tensor | None = None):
-    """Launch the kernels (three, or five with top-p rows); per-row parameters (steps: int32, contrast: bool, log_beta:
+    """Launch the kernels (three, or six with top-p rows); per-row parameters (steps: int32, contrast: bool, log_beta:
     fp32) are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the
     host) whether any row contrasts, so that a launch without contrast rows compiles the lean
     mix-only kernel; ``has_top_p=False`` (no row has top_p < 1, known on the host) skips the
