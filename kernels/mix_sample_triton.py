@@ -127,6 +127,22 @@ def _uniform_noise(seed, step_hi, start, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _pivots(lo, hi, NPIV: tl.constexpr, SHIFT: tl.constexpr):
+    """NPIV bit-pattern thresholds spread over [lo, hi) (SHIFT = 1: each bucket's upper end):
+    integer arithmetic, the same bits in every search and launch that computes them."""
+    b = tl.arange(0, NPIV).to(tl.int64) + SHIFT
+    return (lo + (b * (hi - lo).to(tl.int64)) // NPIV).to(tl.int32)
+
+
+@triton.jit
+def _narrow(holds, bucket_min, bucket_max, NPIV: tl.constexpr):
+    """The next bracket [lo, hi): the data range of the last bucket whose threshold holds (the
+    pivots that hold are a prefix), shared by both searches."""
+    chosen = tl.arange(0, NPIV) == (tl.sum(holds.to(tl.int32), 0) - 1)
+    return tl.sum(tl.where(chosen, bucket_min, 0), 0), tl.sum(tl.where(chosen, bucket_max, 0), 0) + 1
+
+
+@triton.jit
 def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
                       inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
                       HAS_CONTRAST: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr,
@@ -139,13 +155,11 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
     the data range of the bucket holding tau, so the search ends when that bucket holds a
     single distinct value.
     """
-    pivot = tl.arange(0, NUM_PIVOTS).to(tl.int64)
     target = -1.0
     passes = 0
     while (lo + 1 < hi) & (passes < MAX_PASSES):
-        width = (hi - lo).to(tl.int64)
-        t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)
-        t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)
+        t = _pivots(lo, hi, NUM_PIVOTS, 0)
+        t_next = _pivots(lo, hi, NUM_PIVOTS, 1)
         # Per-lane accumulators [pivots, BLOCK // 4], each lane owning 4 consecutive tokens:
         # the block folds into them within a thread, and the CTA reduces once per pass
         # (the old [pivots, BLOCK] reduction in every block cost 4 CTA reductions per block).
@@ -181,9 +195,7 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
         # The mass target is fixed by the first pass: mass(p >= initial lo), the largest entry.
         target = tl.where(target < 0, mass_frac * tl.max(mass, 0), target)
         holds = (count >= need_count) & (mass >= target)  # true for a prefix of the pivots
-        chosen = pivot == (tl.sum(holds.to(tl.int32), 0) - 1)
-        lo = tl.sum(tl.where(chosen, bucket_min, 0), 0)
-        hi = tl.sum(tl.where(chosen, bucket_max, 0), 0) + 1
+        lo, hi = _narrow(holds, bucket_min, bucket_max, NUM_PIVOTS)
         passes += 1
     return lo
 
@@ -453,14 +465,6 @@ def _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut):
 
 
 @triton.jit
-def _pivots(lo, hi, NPIV: tl.constexpr):
-    """NPIV bit-pattern thresholds spread over [lo, hi): integer arithmetic, the same bits in
-    every launch that computes them."""
-    b = tl.arange(0, NPIV).to(tl.int64)
-    return (lo + (b * (hi - lo).to(tl.int64)) // NPIV).to(tl.int32)
-
-
-@triton.jit
 def _candidates_kernel(
     c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, contrast_ptr,
     row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
@@ -515,14 +519,13 @@ def _unpack(cand_ptr, segment, k, n):
 def _dense_search(vals_ptr, n, lo, hi, target, NUM_PIVOTS: tl.constexpr, BLOCK: tl.constexpr,
                   MAX_PASSES: tl.constexpr):
     """Bit pattern of tau = max{t : mass(vals >= t) >= target} over vals[0..n), all in [lo, hi);
-    the bucket-narrowing search of ``_threshold_search`` on a few hundred stored values. The
-    target is capped at the total (rounding may leave it a hair above): then all are kept."""
-    pivot = tl.arange(0, NUM_PIVOTS).to(tl.int64)
+    the bucket-narrowing search of ``_threshold_search`` (the same ``_pivots`` and ``_narrow``) on
+    a few hundred stored values. The target is capped at the total (rounding may leave it a hair
+    above): then all are kept."""
     passes = 0
     while (lo + 1 < hi) & (passes < MAX_PASSES):
-        width = (hi - lo).to(tl.int64)
-        t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)[:, None]
-        t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)[:, None]
+        t = _pivots(lo, hi, NUM_PIVOTS, 0)[:, None]
+        t_next = _pivots(lo, hi, NUM_PIVOTS, 1)[:, None]
         mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
         bucket_min = tl.full([NUM_PIVOTS, BLOCK], 2147483647, dtype=tl.int32)
         bucket_max = tl.full([NUM_PIVOTS, BLOCK], -1, dtype=tl.int32)
@@ -538,9 +541,7 @@ def _dense_search(vals_ptr, n, lo, hi, target, NUM_PIVOTS: tl.constexpr, BLOCK: 
         mass = tl.sum(mass, 1)
         target = tl.where(passes == 0, tl.minimum(target, tl.max(mass, 0)), target)
         holds = mass >= target  # a prefix of the pivots, pivot 0 always
-        chosen = pivot == (tl.sum(holds.to(tl.int32), 0) - 1)
-        lo = tl.sum(tl.where(chosen, tl.min(bucket_min, 1), 0), 0)
-        hi = tl.sum(tl.where(chosen, tl.max(bucket_max, 1), 0), 0) + 1
+        lo, hi = _narrow(holds, tl.min(bucket_min, 1), tl.max(bucket_max, 1), NUM_PIVOTS)
         passes += 1
     return lo
 
@@ -619,7 +620,7 @@ def _candidate_draw_kernel(
         hi = tl.load(bounds_ptr + 2 * row + 1)
         greedy = temp == 0.0
         pivot = tl.arange(0, NUM_PIVOTS)
-        t = _pivots(lo, hi, NUM_PIVOTS)
+        t = _pivots(lo, hi, NUM_PIVOTS, 0)
         # the candidates' mass at or above each threshold: per-slot sums, one reduction (per-lane
         # sums over 4 slots took 2.4x the instructions: the reshape costs more than it saves)
         mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
