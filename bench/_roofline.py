@@ -44,6 +44,7 @@ SEARCH_PASSES = 4  # mix_sample's threshold search passes per filter (docs/mix_s
 # the 90th percentile), and the exact search's passes over tau's bucket (a few hundred values)
 CANDIDATE_FRACTION = 0.092
 DENSE_SEARCH_PASSES = 3
+BUCKET_CANDIDATES = 165  # in tau's bucket at that setting: the 90th percentile of the same probe
 
 
 def assumptions() -> list[str]:
@@ -63,9 +64,11 @@ def assumptions() -> list[str]:
         "Data reuse: a re-read hits L2 when the data in use by the resident CTAs fits in L2, otherwise it is "
         "counted again from HBM.",
         f"mix_sample: top-p rows take the candidate path: candidates are {CANDIDATE_FRACTION:.1%} of V (the 90th "
-        f"percentile measured on SmolLM2-135M), one block per chunk in every per-row loop, {DENSE_SEARCH_PASSES} "
-        f"exact-search passes on tau's bucket; the full search ({SEARCH_PASSES} passes) only for rows it cannot "
-        "serve (not modelled); top-k off.",
+        f"percentile measured on SmolLM2-135M), copied to a dense per-row list (launch 3b) that the per-row "
+        f"draw reads in full blocks (2 passes, the chunk pick half of one on average), {DENSE_SEARCH_PASSES} "
+        f"exact-search passes on tau's bucket of {BUCKET_CANDIDATES} values (same probe, 90th percentile), the "
+        f"race on one chunk's candidates; the full search ({SEARCH_PASSES} passes) only for rows it cannot "
+        "serve (not modelled); top-k off; sampled rows (the greedy-only loop runs no iteration).",
         f"Launches: each kernel launch adds a fixed {g.launch * 1e6:.1f} us to its bound (assumed: the gap between "
         "dependent kernels plus the first wave's ramp; nearer 1 us inside a CUDA graph, 3-5 us for eager launches "
         "from Python). A multi-kernel op pays it once per launch.",
@@ -184,15 +187,17 @@ def mix_sample(records: dict[str, dict], batch: int, vocab: int, dtype_bytes: in
     launches = [Work(stats["kernel"], programs, resident, batch * row_bytes + partials, batch * row_bytes, 0.0,
                      stats_instructions, resident * chunk * dtype_bytes * paths, stats_unmodelled)]
     drawn = batch * chunk * dtype_bytes * paths  # the drawn chunk (just read by launch 1: counted anyway)
-    skipped = set() if not top_p else {next(iter(_top_level_ifs(one_chunk)), "")}
+    # top-p rows skip the one-chunk draw (and store their statistics); rows without filters the reverse
+    unfiltered_test = next((t for t in _top_level_ifs(one_chunk) if t.startswith("_unfiltered")), "")
+    skipped = {t for t in _top_level_ifs(one_chunk) if (t == unfiltered_test) == top_p}
     instructions, unmodelled = _issue(dict(one_chunk, outside_loops=_straight_line(one_chunk, skipped)),
                                       [None] * len(one_chunk["loops"]), batch)
     launches.append(_row_launch(one_chunk, batch, instructions, unmodelled,
                                 0.0 if top_p else partials + drawn, 0.0 if top_p else partials + drawn,
                                 _resident(one_chunk, batch) * chunk * dtype_bytes * paths))
     if top_p:
-        launches += _candidate_path(records["_candidates_kernel"], records["_candidate_draw_kernel"], batch, vocab,
-                                    dtype_bytes, paths, chunk, partials)
+        launches += _candidate_path(records["_candidates_kernel"], records["_candidate_pack_kernel"],
+                                    records["_candidate_draw_kernel"], batch, vocab, dtype_bytes, paths, chunk, partials)
     # The per-row kernel: every row here was served before it, so its loops run no iteration.
     loops = record["loops"]
     instructions, unmodelled = _issue(dict(record, outside_loops=_straight_line(record, _FULL_SKIPPED[True])),
@@ -202,39 +207,53 @@ def mix_sample(records: dict[str, dict], batch: int, vocab: int, dtype_bytes: in
     return launches
 
 
-def _candidate_path(candidates: dict, draw: dict, batch: int, vocab: int, dtype_bytes: int, paths: int, chunk: int,
-                    partials: float) -> list[Work]:
-    """Launches 3 and 4 of mix_sample for top-p rows, at CANDIDATE_FRACTION candidates."""
+def _candidate_path(candidates: dict, pack: dict, draw: dict, batch: int, vocab: int, dtype_bytes: int, paths: int,
+                    chunk: int, partials: float) -> list[Work]:
+    """Launches 3, 3b and 4 of mix_sample for sampled top-p rows, at CANDIDATE_FRACTION candidates."""
     row_bytes = vocab * dtype_bytes * paths
     chunks = math.ceil(vocab / chunk)
     programs = batch * chunks
     per_chunk = CANDIDATE_FRACTION * min(chunk, vocab)
-    written = batch * (CANDIDATE_FRACTION * vocab * 8 + chunks * 8)  # int64 candidates, count and mass per chunk
+    per_row = CANDIDATE_FRACTION * vocab
+    written = batch * (per_row * 8 + chunks * 8)  # int64 candidates, count and mass per chunk
     instructions, unmodelled = _issue(candidates, [None] * len(candidates["loops"]), programs)
     reread = batch * row_bytes  # the statistics just read the same logits: from L2 when they fit
-    hbm = (reread if reread > H100.l2_bytes else 0.0) + written + partials
+    row_stats = programs * 16  # each program reads its row's statistics (launch 2 combined them)
+    hbm = (reread if reread > H100.l2_bytes else 0.0) + written + row_stats
     resident = _resident(candidates, programs)
-    out = [Work(candidates["kernel"], programs, resident, hbm, reread + written + partials, 0.0, instructions,
+    out = [Work(candidates["kernel"], programs, resident, hbm, reread + written + row_stats, 0.0, instructions,
                 resident * chunk * dtype_bytes * paths, unmodelled)]
+    # 3b: each (row, chunk) copies its segment to the row's dense list (L2 both ways)
+    pack_block = pack["cases"][0]["args"]["BLOCK"]
+    instructions, unmodelled = _issue(pack, [programs * math.ceil(per_chunk / pack_block)], programs)
+    resident = _resident(pack, programs)
+    out.append(Work(pack["kernel"], programs, resident, 0.0, 2 * written, 0.0, instructions,
+                    resident * pack_block * 8, unmodelled))
+    # 4: its own loops in source order: threshold masses, greedy-only first argmax, bucket gather,
+    # kept bucket mass, the chunk pick (a while loop, stops at the crossing), the race
     block = draw["cases"][0]["args"]["BLOCK"]
-    per_chunk_blocks = math.ceil(per_chunk / block)
-    block_loops = [i for i, lp in enumerate(draw["loops"]) if lp["function"] == draw["kernel"] and lp["step"] == block]
+    search_block = draw["cases"][0]["args"]["SEARCH_BLOCK"]
+    row_blocks = math.ceil(per_row / block)
+    bucket_blocks = math.ceil(BUCKET_CANDIDATES / search_block)
+    own = [i for i, lp in enumerate(draw["loops"]) if lp["function"] == draw["kernel"]]
+    if len(own) != 6:
+        raise ValueError(f"{draw['kernel']}: {len(own)} loops, the model knows 6 (update _candidate_path)")
+    per_own = dict(zip(own, (row_blocks, 0, row_blocks, bucket_blocks, (row_blocks + 1) / 2,
+                             math.ceil(per_chunk / draw["cases"][0]["args"]["RACE_BLOCK"]))))
     iterations = []
     for i, loop in enumerate(draw["loops"]):
-        if loop["function"] == "_dense_search":  # the passes, one block of tau's bucket each
-            iterations.append(batch * DENSE_SEARCH_PASSES)
-        elif loop["step"] == 1:  # over the chunks
-            iterations.append(batch * chunks)
-        elif block_loops and i == block_loops[-1]:  # the race: the picked chunk's candidates
-            iterations.append(batch * per_chunk_blocks)
-        elif i in block_loops:  # a chunk's candidates, inside a loop over the chunks
-            iterations.append(batch * chunks * per_chunk_blocks)
+        if i in per_own:
+            iterations.append(batch * per_own[i])
+        elif loop["function"] == "_dense_search":  # the passes, and the blocks of tau's bucket in each
+            iterations.append(batch * DENSE_SEARCH_PASSES * (bucket_blocks if loop["step"] else 1))
         else:
             iterations.append(None)
     instructions, unmodelled = _issue(draw, iterations, batch)
-    read = 3 * written  # three passes over the candidates, from L2
-    out.append(_row_launch(draw, batch, instructions, unmodelled, 0.0, read + partials,
-                           _resident(draw, batch) * block * 8))
+    # from L2: the threshold masses and the gather load a candidate's low word (4 B), the chunk pick
+    # both words over half the list on average, the race one segment
+    read = batch * (per_row * (4 + 4 + 8 / 2) + per_chunk * 8) + partials
+    # in flight: one block of the dense list (its low words: the passes load 32 bits a candidate)
+    out.append(_row_launch(draw, batch, instructions, unmodelled, 0.0, read, _resident(draw, batch) * block * 4))
     return out
 
 

@@ -107,8 +107,8 @@ def _mix_sample_rows(records: list[dict]):
         for batch in (1, 64, 256):
             shape = dict(batch=batch, vocab=vocab, dtype="bfloat16", mode="mix")
             builds = {kernel: _find(records, kernel, **shape) for kernel in (
-                "_chunk_stats_kernel", "_one_chunk_kernel", "_candidates_kernel", "_candidate_draw_kernel",
-                "_mix_sample_kernel")}
+                "_chunk_stats_kernel", "_one_chunk_kernel", "_candidates_kernel", "_candidate_pack_kernel",
+                "_candidate_draw_kernel", "_mix_sample_kernel")}
             for top_p in (False, True):
                 yield ("mix_sample", f"B={batch} V={vocab} bf16 two paths{' top-p' if top_p else ''}",
                        roofline.mix_sample(builds, batch, vocab, 2, 2, top_p))

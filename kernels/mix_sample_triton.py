@@ -1,4 +1,5 @@
-"""Triton kernels for ``mix_sample``: a grid over (rows, vocabulary chunks), then per row; three launches.
+"""Triton kernels for ``mix_sample``: a grid over (rows, vocabulary chunks), then per row; three
+launches, six when rows have top-p.
 
 Launch 1, ``_chunk_stats_kernel`` (grid B x ceil(V / CHUNK)): each program reads one chunk of
 both paths once and writes its partial max / sum-exp of l_c / T, l_c (for ``cond_logprobs``)
@@ -10,9 +11,14 @@ statistics from its partials (combined in chunk order; the bad-input flags follo
 them), the chunk masses from the partials, the chunk draw (one Philox word, a cumulative sum
 over chunks), then only that chunk is read for the token: an exponential race
 argmax_i p_i / E_i (E_i = -log u_i, u from Philox keyed by (seed, step, i // 4), four tokens
-per call). One pass over the logits in all.
+per call). One pass over the logits in all. The top-p candidate path's rows store their
+combined statistics here.
 
-Launch 3, ``_mix_sample_kernel`` (grid B): every other row (launch 2's rows run no loop
+Launches 3, 3b and 4, the top-p candidate path (rows with top-p, no top-k, no contrast):
+the candidates p >= L per (row, chunk), copied to a dense per-row list, then tau and the draw
+per row on the candidates alone (see the section below).
+
+Launch 5, ``_mix_sample_kernel`` (grid B): every other row (rows served before run no loop
 iteration and store nothing here). Contrast mode's pass over the plausible tokens; only when
 top-k / top-p are active, an exact threshold search on the fp32 bit pattern of p (monotone
 for p >= 0), NUM_PIVOTS candidate thresholds per pass, the bracket then shrunk to the data
@@ -121,6 +127,22 @@ def _uniform_noise(seed, step_hi, start, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _pivots(lo, hi, NPIV: tl.constexpr, SHIFT: tl.constexpr):
+    """NPIV bit-pattern thresholds spread over [lo, hi) (SHIFT = 1: each bucket's upper end):
+    integer arithmetic, the same bits in every search and launch that computes them."""
+    b = tl.arange(0, NPIV).to(tl.int64) + SHIFT
+    return (lo + (b * (hi - lo).to(tl.int64)) // NPIV).to(tl.int32)
+
+
+@triton.jit
+def _narrow(holds, bucket_min, bucket_max, NPIV: tl.constexpr):
+    """The next bracket [lo, hi): the data range of the last bucket whose threshold holds (the
+    pivots that hold are a prefix), shared by both searches."""
+    chosen = tl.arange(0, NPIV) == (tl.sum(holds.to(tl.int32), 0) - 1)
+    return tl.sum(tl.where(chosen, bucket_min, 0), 0), tl.sum(tl.where(chosen, bucket_max, 0), 0) + 1
+
+
+@triton.jit
 def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
                       inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
                       HAS_CONTRAST: tl.constexpr, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr,
@@ -133,13 +155,11 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
     the data range of the bucket holding tau, so the search ends when that bucket holds a
     single distinct value.
     """
-    pivot = tl.arange(0, NUM_PIVOTS).to(tl.int64)
     target = -1.0
     passes = 0
     while (lo + 1 < hi) & (passes < MAX_PASSES):
-        width = (hi - lo).to(tl.int64)
-        t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)
-        t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)
+        t = _pivots(lo, hi, NUM_PIVOTS, 0)
+        t_next = _pivots(lo, hi, NUM_PIVOTS, 1)
         # Per-lane accumulators [pivots, BLOCK // 4], each lane owning 4 consecutive tokens:
         # the block folds into them within a thread, and the CTA reduces once per pass
         # (the old [pivots, BLOCK] reduction in every block cost 4 CTA reductions per block).
@@ -175,9 +195,7 @@ def _threshold_search(c_row, u_row, V, u_len, lo, hi, need_count, mass_frac,
         # The mass target is fixed by the first pass: mass(p >= initial lo), the largest entry.
         target = tl.where(target < 0, mass_frac * tl.max(mass, 0), target)
         holds = (count >= need_count) & (mass >= target)  # true for a prefix of the pivots
-        chosen = pivot == (tl.sum(holds.to(tl.int32), 0) - 1)
-        lo = tl.sum(tl.where(chosen, bucket_min, 0), 0)
-        hi = tl.sum(tl.where(chosen, bucket_max, 0), 0) + 1
+        lo, hi = _narrow(holds, bucket_min, bucket_max, NUM_PIVOTS)
         passes += 1
     return lo
 
@@ -348,17 +366,34 @@ def _store_result(c_row, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
 def _one_chunk_kernel(
     c_ptr, u_ptr, stride_c, stride_u,
     weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
-    part_ptr, part_stride,
+    part_ptr, part_stride, row_stats_ptr,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
-    EMULATE_FMA: tl.constexpr,
+    STORE_STATS: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
-    """Rows without filters (launch 2 of 3): the chunk masses follow from the partials; the row
-    draws its chunk and reads only that one. Other rows do nothing here."""
+    """Rows without filters (launch 2): the chunk masses follow from the partials; the row
+    draws its chunk and reads only that one. With STORE_STATS, the candidate path's rows store
+    their combined statistics (max_ct, sum_ct, max_ut, sum_ut, max_c1, sum_c1, flags) for
+    launches 3 and 4, whose every program would otherwise recombine the partials. Other rows
+    do nothing here."""
     row = tl.program_id(0).to(tl.int64)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
-    if _unfiltered(temp, tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, contrast):
+    top_k = tl.load(top_k_ptr + row)
+    top_p = tl.load(top_p_ptr + row)
+    if STORE_STATS:
+        if _compact(top_k, top_p, V, contrast):
+            max_c1, sum_c1, max_ct, sum_ct, max_ut, sum_ut, flags = _row_statistics(
+                part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
+            out = row_stats_ptr + ROW_STATS * row
+            tl.store(out, max_ct)
+            tl.store(out + 1, sum_ct)
+            tl.store(out + 2, max_ut)
+            tl.store(out + 3, sum_ut)
+            tl.store(out + 4, max_c1)
+            tl.store(out + 5, sum_c1)
+            tl.store(out + 6, flags.to(tl.float32))  # a few bits: exact in fp32
+    if _unfiltered(temp, top_k, top_p, V, contrast):
         NEG_INF: tl.constexpr = -float("inf")
         c_row = c_ptr + row * stride_c
         u_row = u_ptr + row * stride_u
@@ -387,21 +422,31 @@ def _one_chunk_kernel(
                       tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr)
 
 
-# ---- the top-p candidate path (launches 3 and 4) ----------------------------------------
+# ---- the top-p candidate path (launches 3, 3b and 4) ------------------------------------
 # Rows with top-p and without top-k or contrast (sampled or greedy). tau >= L = (1 - top_p) *
 # BOUND_SAFETY / V: the tokens below L hold less than V * L < (1 - top_p) of the mass, so the
 # kept set lies among the candidates p >= L. Measured on the real SmolLM2-135M (V = 49152, T = 1,
 # top-p 0.9-0.95) candidates are 0.4-19 % of V (docs/mix_sample.md). Launch 3 (rows x chunks) writes
-# them per chunk; launch 4 (per row) finds tau's bucket from their mass at NUM_PIVOTS
-# thresholds and resolves tau and the draw on candidates alone: the logits are read twice in
-# all (statistics, candidates). A row whose chunk holds more than CAND_CAP candidates (flat
+# them per chunk; launch 3b (rows x chunks) copies them to one dense list per row, in token
+# order; launch 4 (per row) finds tau's bucket from their mass at NUM_PIVOTS thresholds and
+# resolves tau and the draw on candidates alone, over full blocks of that list: the logits are
+# read twice in all (statistics, candidates). A row whose chunk holds more than CAND_CAP candidates (flat
 # distributions), or whose bound did not hold, is left to launch 5 (the full search).
-CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: index in the chunk << 32 | bits of p
+CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: token index << 32 | bits of p
 DENSE_CAP = 2048  # candidates of tau's bucket gathered per row for the exact search
-GPU_CAND_BLOCK = 256  # candidates per loop iteration (GPU)
+# launch 4 (one program per row) on the row's dense candidate list: 8 warps keep more L2 reads
+# in flight per row, 1024-candidate blocks (full, but the last; 2048 spilled ~400 B under the
+# 128-register cap, and 4 warps at 1024 spilled too), [NUM_PIVOTS, 128] tiles for the exact
+# search on tau's bucket (a few hundred values); launch 3b copies 256 per iteration
+GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK = 1024, 128, 8, 256
+GPU_RACE_BLOCK = 512  # the race on one chunk's segment (at most CAND_CAP; ~190 at the 90th percentile)
+PACK_NUM_WARPS = 1  # launch 3b: a few hundred int64 per program; more warps only add fixed cost
+DRAW_MAXNREG = 128  # 2 CTAs of 256 threads per SM, its design
 # launch 3's register cap: 4 CTAs of 128 threads per SM, its design (Triton 3.6 took 143-147
 # registers for the conditional-only builds, 3 CTAs per SM; Triton 3.8 takes 87-91)
 CAND_MAXNREG = 128
+ROW_STATS_FLOATS = 8  # floats per row of launch 2's combined statistics (7 used)
+ROW_STATS = tl.constexpr(ROW_STATS_FLOATS)
 BOUND_SAFETY = tl.constexpr(1.0 - 2.0**-8)  # room for the rounding of the row's total mass (~1) in the bound
 
 
@@ -420,19 +465,11 @@ def _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut):
 
 
 @triton.jit
-def _pivots(lo, hi, NPIV: tl.constexpr):
-    """NPIV bit-pattern thresholds spread over [lo, hi): integer arithmetic, the same bits in
-    every launch that computes them."""
-    b = tl.arange(0, NPIV).to(tl.int64)
-    return (lo + (b * (hi - lo).to(tl.int64)) // NPIV).to(tl.int32)
-
-
-@triton.jit
 def _candidates_kernel(
     c_ptr, u_ptr, stride_c, stride_u, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
+    row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
     V, NC,
-    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr,
     CAP: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
     """Launch 3 (grid B x chunks; candidate-path rows only): p over one chunk, its candidates
@@ -444,8 +481,11 @@ def _candidates_kernel(
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     top_p = tl.load(top_p_ptr + row)
     if _compact(tl.load(top_k_ptr + row), top_p, V, contrast):
-        _, _, max_c, sum_ct, max_ut, sum_ut, _ = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
-                                                                 NC_PAD)
+        # the row's statistics, combined once by launch 2
+        max_c = tl.load(row_stats_ptr + ROW_STATS * row)
+        sum_ct = tl.load(row_stats_ptr + ROW_STATS * row + 1)
+        max_ut = tl.load(row_stats_ptr + ROW_STATS * row + 2)
+        sum_ut = tl.load(row_stats_ptr + ROW_STATS * row + 3)
         scale_c, scale_u, max_u = _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut)
         lo = ((1.0 - top_p) * BOUND_SAFETY / V).to(tl.int32, bitcast=True)
         start = chunk * CHUNK
@@ -459,7 +499,7 @@ def _candidates_kernel(
         bits = tl.where(in_row, p.to(tl.int32, bitcast=True), -1)
         candidate = bits >= lo
         rank = tl.cumsum(candidate.to(tl.int32), 0) - 1
-        packed = (local.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
+        packed = (offs.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
         tl.store(cand_ptr + (row * NC + chunk) * CAP + rank, packed, mask=candidate & (rank < CAP))
         tl.store(cand_n_ptr + row * NC + chunk, tl.sum(candidate.to(tl.int32), 0))
         tl.store(chunk_mass_ptr + row * NC + chunk, tl.sum(tl.where(in_row, p, 0.0), 0))
@@ -470,7 +510,7 @@ def _candidates_kernel(
 
 @triton.jit
 def _unpack(cand_ptr, segment, k, n):
-    """(p, index in the chunk) of stored candidates k (k >= n: p = 0, below every threshold)."""
+    """(p, token index) of stored candidates k (k >= n: p = 0, below every threshold)."""
     packed = tl.load(cand_ptr + segment + k, mask=k < n, other=0)
     return (packed & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True), (packed >> 32).to(tl.int32)
 
@@ -479,14 +519,13 @@ def _unpack(cand_ptr, segment, k, n):
 def _dense_search(vals_ptr, n, lo, hi, target, NUM_PIVOTS: tl.constexpr, BLOCK: tl.constexpr,
                   MAX_PASSES: tl.constexpr):
     """Bit pattern of tau = max{t : mass(vals >= t) >= target} over vals[0..n), all in [lo, hi);
-    the bucket-narrowing search of ``_threshold_search`` on a few hundred stored values. The
-    target is capped at the total (rounding may leave it a hair above): then all are kept."""
-    pivot = tl.arange(0, NUM_PIVOTS).to(tl.int64)
+    the bucket-narrowing search of ``_threshold_search`` (the same ``_pivots`` and ``_narrow``) on
+    a few hundred stored values. The target is capped at the total (rounding may leave it a hair
+    above): then all are kept."""
     passes = 0
     while (lo + 1 < hi) & (passes < MAX_PASSES):
-        width = (hi - lo).to(tl.int64)
-        t = (lo + (pivot * width) // NUM_PIVOTS).to(tl.int32)[:, None]
-        t_next = (lo + ((pivot + 1) * width) // NUM_PIVOTS).to(tl.int32)[:, None]
+        t = _pivots(lo, hi, NUM_PIVOTS, 0)[:, None]
+        t_next = _pivots(lo, hi, NUM_PIVOTS, 1)[:, None]
         mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
         bucket_min = tl.full([NUM_PIVOTS, BLOCK], 2147483647, dtype=tl.int32)
         bucket_max = tl.full([NUM_PIVOTS, BLOCK], -1, dtype=tl.int32)
@@ -502,9 +541,7 @@ def _dense_search(vals_ptr, n, lo, hi, target, NUM_PIVOTS: tl.constexpr, BLOCK: 
         mass = tl.sum(mass, 1)
         target = tl.where(passes == 0, tl.minimum(target, tl.max(mass, 0)), target)
         holds = mass >= target  # a prefix of the pivots, pivot 0 always
-        chosen = pivot == (tl.sum(holds.to(tl.int32), 0) - 1)
-        lo = tl.sum(tl.where(chosen, tl.min(bucket_min, 1), 0), 0)
-        hi = tl.sum(tl.where(chosen, tl.max(bucket_max, 1), 0), 0) + 1
+        lo, hi = _narrow(holds, tl.min(bucket_min, 1), tl.max(bucket_max, 1), NUM_PIVOTS)
         passes += 1
     return lo
 
@@ -520,20 +557,54 @@ def _noise_at(seed, step_hi, index):
 
 
 @triton.jit
+def _candidate_pack_kernel(
+    top_k_ptr, top_p_ptr, contrast_ptr, cand_ptr, cand_n_ptr, row_cand_ptr,
+    V, NC,
+    HAS_CONTRAST: tl.constexpr, NC_PAD: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Launch 3b (grid B x chunks; candidate-path rows): copies the (row, chunk) segment's
+    candidates to the row's dense list at the chunk's offset, the sum of the counts of the chunks
+    before it (integers: the same layout whatever the batch, and token order kept). Launch 4's
+    passes then run over full blocks of the row's candidates, not one partly filled block per
+    chunk. A row with a chunk over CAP (launch 5's) copies nothing."""
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    if HAS_CONTRAST:
+        contrast = tl.load(contrast_ptr + row) != 0
+    else:
+        contrast = chunk < 0  # never true: no contrast row in this launch
+    if _compact(tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, contrast):
+        j = tl.arange(0, NC_PAD)
+        counts = tl.load(cand_n_ptr + row * NC + j, mask=j < NC, other=0)
+        if tl.max(counts, 0) <= CAP:
+            offset = tl.sum(tl.where(j < chunk, counts, 0), 0)
+            n = tl.sum(tl.where(j == chunk, counts, 0), 0)
+            for s in range(0, n, BLOCK):
+                k = s + tl.arange(0, BLOCK)
+                packed = tl.load(cand_ptr + (row * NC + chunk) * CAP + k, mask=k < n, other=0)
+                tl.store(row_cand_ptr + row * NC * CAP + offset + k, packed, mask=k < n)
+
+
+@triton.jit
 def _candidate_draw_kernel(
     c_ptr, stride_c, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
-    part_ptr, part_stride, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, dense_ptr, served_ptr,
-    tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
+    row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, row_cand_ptr, dense_ptr,
+    served_ptr, tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
-    CAP: tl.constexpr, BLOCK: tl.constexpr, DENSE_CAP: tl.constexpr,
-    NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr,
+    CAP: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr, RACE_BLOCK: tl.constexpr,
+    DENSE_CAP: tl.constexpr, NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr,
 ):
-    """Launch 4 (grid B; candidate-path rows): the candidates' mass at NUM_PIVOTS thresholds
-    over [L, the upper bracket) gives tau's bucket; its candidates are gathered and tau found by
-    the exact search on them; then the draw on the candidates (chunk by kept mass, the race
-    inside it; greedy: argmax). Marks the row served; a row it cannot serve (a chunk over CAP,
-    the bound missed, tau's bucket over DENSE_CAP) is left to launch 5."""
+    """Launch 4 (grid B; candidate-path rows), on the row's dense candidate list (launch 3b's,
+    token order): the candidates' mass at NUM_PIVOTS thresholds over [L, the upper bracket)
+    gives tau's bucket (greedy rows also take the first largest p here: tau <= max p keeps it);
+    its candidates are gathered and tau found by the exact search on them; the kept mass is the
+    mass above the bucket plus the bucket's values >= tau. Sampled rows then take the chunk of
+    the first kept candidate whose running kept mass exceeds u_row x the kept mass (in exact
+    arithmetic the first chunk whose cumulative mass exceeds it, ``_pick_chunk``'s rule; a
+    chunk of zero mass is never taken), and the race on that chunk's kept candidates. Marks the
+    row served; a row it cannot serve (a chunk over CAP, the bound missed, tau's bucket over
+    DENSE_CAP) is left to launch 5."""
     row = tl.program_id(0).to(tl.int64)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     top_p = tl.load(top_p_ptr + row)
@@ -542,85 +613,89 @@ def _candidate_draw_kernel(
         chunk = tl.arange(0, NC_PAD)
         valid = chunk < NC
         counts = tl.load(cand_n_ptr + row * NC + chunk, mask=valid, other=0)
+        n_all = tl.sum(counts, 0)
+        listed = row * NC * CAP  # the row's dense candidate list
         target = top_p * tl.sum(tl.load(chunk_mass_ptr + row * NC + chunk, mask=valid, other=0.0), 0)
         lo = tl.load(bounds_ptr + 2 * row)
         hi = tl.load(bounds_ptr + 2 * row + 1)
+        greedy = temp == 0.0
         pivot = tl.arange(0, NUM_PIVOTS)
-        t = _pivots(lo, hi, NUM_PIVOTS)
-        # the candidates' mass at or above each threshold: per-lane sums, one reduction
+        t = _pivots(lo, hi, NUM_PIVOTS, 0)
+        # the candidates' mass at or above each threshold: per-slot sums, one reduction (per-lane
+        # sums over 4 slots took 2.4x the instructions: the reshape costs more than it saves)
         mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
-        for j in range(0, NC):
-            n_j = tl.minimum(tl.load(cand_n_ptr + row * NC + j), CAP)
-            for s in range(0, n_j, BLOCK):
-                pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
-                mass += tl.where(pv.to(tl.int32, bitcast=True)[None, :] >= t[:, None], pv[None, :], 0.0)
+        best = -1.0
+        token = tl.program_id(0) * 0
+        listed_n = tl.where(tl.max(counts, 0) <= CAP, n_all, 0)  # else launch 3b listed nothing: launch 5's row
+        for s in range(0, listed_n, BLOCK):
+            pv = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)[0]
+            mass += tl.where(pv.to(tl.int32, bitcast=True)[None, :] >= t[:, None], pv[None, :], 0.0)
+        if greedy:  # the first largest p (blocks in token order): kept, as tau <= max p
+            for s in range(0, listed_n, BLOCK):
+                pv, index = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)
+                top = tl.max(pv, 0)
+                if top > best:
+                    best = top
+                    token = tl.sum(tl.where(tl.arange(0, BLOCK) == tl.argmax(pv, 0), index, 0), 0)
         above = tl.sum(mass, 1)
         b_star = tl.sum((above >= target).to(tl.int32), 0) - 1  # tau lies in [t_b*, t_b*+1)
         t_lo = tl.sum(tl.where(pivot == b_star, t, 0), 0)
         t_hi = tl.where(b_star == NUM_PIVOTS - 1, hi, tl.sum(tl.where(pivot == b_star + 1, t, 0), 0))
-        rest = target - tl.sum(tl.where(pivot == b_star + 1, above, 0.0), 0)  # what tau's bucket must add
+        above_hi = tl.sum(tl.where(pivot == b_star + 1, above, 0.0), 0)  # all kept: >= t_hi > tau
         if (tl.max(counts, 0) <= CAP) & (b_star >= 0):
             dense = dense_ptr + row * DENSE_CAP
             gathered = 0
-            for j in range(0, NC):
-                n_j = tl.load(cand_n_ptr + row * NC + j)
-                for s in range(0, n_j, BLOCK):
-                    pv, _ = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
-                    bits = pv.to(tl.int32, bitcast=True)
-                    in_bucket = (bits >= t_lo) & (bits < t_hi)
-                    slot = gathered + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
-                    tl.store(dense + slot, pv, mask=in_bucket & (slot < DENSE_CAP))
-                    gathered += tl.sum(in_bucket.to(tl.int32), 0)
+            for s in range(0, n_all, BLOCK):
+                pv = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), n_all)[0]
+                bits = pv.to(tl.int32, bitcast=True)
+                in_bucket = (bits >= t_lo) & (bits < t_hi)
+                slot = gathered + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
+                tl.store(dense + slot, pv, mask=in_bucket & (slot < DENSE_CAP))
+                gathered += tl.sum(in_bucket.to(tl.int32), 0)
             if gathered <= DENSE_CAP:
                 tl.debug_barrier()  # the gathered values are read back by other threads
-                tau = _dense_search(dense, gathered, t_lo, t_hi, rest, NUM_PIVOTS, BLOCK, MAX_PASSES)
-                max_c1, sum_c1, _, _, _, _, flags = _row_statistics(part_ptr, part_stride, row, NC, use_u, contrast,
-                                                                    NC_PAD)
+                tau = _dense_search(dense, gathered, t_lo, t_hi, target - above_hi, NUM_PIVOTS, SEARCH_BLOCK,
+                                    MAX_PASSES)
+                kept_mass = above_hi
+                for s in range(0, gathered, SEARCH_BLOCK):
+                    k = s + tl.arange(0, SEARCH_BLOCK)
+                    pv = tl.load(dense + k, mask=k < gathered, other=0.0)
+                    kept_mass += tl.sum(tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0), 0)
+                max_c1 = tl.load(row_stats_ptr + ROW_STATS * row + 4)  # launch 2 combined them
+                sum_c1 = tl.load(row_stats_ptr + ROW_STATS * row + 5)
+                flags = tl.load(row_stats_ptr + ROW_STATS * row + 6).to(tl.int32)
                 seed = tl.load(seed_ptr + row)
                 step_hi = tl.load(step_ptr + row).to(tl.int64) << 32
-                greedy = temp == 0.0
-                mass_j = tl.zeros([NC_PAD], dtype=tl.float32)
-                best_j = tl.full([NC_PAD], -2.0, dtype=tl.float32)
-                index_j = tl.zeros([NC_PAD], dtype=tl.int32)
-                for j in range(0, NC):
-                    n_j = tl.load(cand_n_ptr + row * NC + j)
-                    kept_sum = 0.0
-                    best = -1.0
-                    best_index = 0
-                    for s in range(0, n_j, BLOCK):
-                        pv, local = _unpack(cand_ptr, (row * NC + j) * CAP, s + tl.arange(0, BLOCK), n_j)
-                        kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
-                        kept_sum += tl.sum(tl.where(kept, pv, 0.0), 0)
-                        if greedy:  # the first argmax p
-                            key = tl.where(kept, pv, -1.0)
-                            top = tl.max(key, 0)
-                            if top > best:
-                                best = top
-                                best_index = j * CHUNK + tl.sum(tl.where(tl.arange(0, BLOCK) == tl.argmax(key, 0),
-                                                                         local, 0), 0)
-                    here = chunk == j
-                    mass_j = tl.where(here, kept_sum, mass_j)
-                    best_j = tl.where(here, best, best_j)
-                    index_j = tl.where(here, best_index, index_j)
-                picked, kept_mass = _pick_chunk(mass_j, chunk, NC, _chunk_uniform(seed, step_hi))
-                token = tl.program_id(0) * 0
-                p_token = kept_mass * 0.0
-                if greedy:  # the chunk holding argmax p (the first on ties)
-                    picked = tl.min(tl.where(best_j == tl.max(best_j, 0), chunk, NC_PAD), 0)
-                    token = tl.sum(tl.where(chunk == picked, index_j, 0), 0)
-                    p_token = tl.sum(tl.where(chunk == picked, best_j, 0.0), 0)
-                else:  # the exponential race on the picked chunk's kept candidates
+                p_token = best
+                if ~greedy:
+                    # the chunk: that of the first kept candidate whose running kept mass exceeds
+                    # u_row x kept mass; rounding may leave the running sum short of it: then the
+                    # last kept candidate's (as _pick_chunk clamps to the last chunk with mass)
+                    threshold = _chunk_uniform(seed, step_hi) * kept_mass
+                    running = 0.0
+                    crossed = -1
+                    last = 0
+                    s = 0
+                    while (s < n_all) & (crossed < 0):
+                        pv, index = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), n_all)
+                        kept_p = tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0)
+                        over = ((running + tl.cumsum(kept_p, 0)) > threshold) & (kept_p > 0.0)
+                        first = tl.min(tl.where(over, index, 2147483647), 0)  # token order: the first
+                        crossed = tl.where(first < 2147483647, first, -1)
+                        last = tl.maximum(last, tl.max(tl.where(kept_p > 0.0, index, 0), 0))
+                        running += tl.sum(kept_p, 0)
+                        s += BLOCK
+                    picked = tl.where(crossed >= 0, crossed, last) // CHUNK
                     n_j = tl.load(cand_n_ptr + row * NC + picked)
                     best = -2.0
-                    for s in range(0, n_j, BLOCK):
-                        pv, local = _unpack(cand_ptr, (row * NC + picked) * CAP, s + tl.arange(0, BLOCK), n_j)
-                        index = picked * CHUNK + local
+                    for s in range(0, n_j, RACE_BLOCK):  # the exponential race on its kept candidates
+                        pv, index = _unpack(cand_ptr, (row * NC + picked) * CAP, s + tl.arange(0, RACE_BLOCK), n_j)
                         kept = (pv.to(tl.int32, bitcast=True) >= tau) & (pv > 0.0)
                         key = tl.where(kept, pv / -tl.log(_noise_at(seed, step_hi, index)), -1.0)
                         top = tl.max(key, 0)
                         if top > best:  # blocks come in token order: the first index wins ties
                             best = top
-                            winner = tl.arange(0, BLOCK) == tl.argmax(key, 0)
+                            winner = tl.arange(0, RACE_BLOCK) == tl.argmax(key, 0)
                             token = tl.sum(tl.where(winner, index, 0), 0)
                             p_token = tl.sum(tl.where(winner, pv, 0.0), 0)
                 _store_result(c_ptr + row * stride_c, token, p_token, kept_mass, max_c1, sum_c1, flags, row,
@@ -731,12 +806,14 @@ def _maxnreg(cap: int | None = GPU_MAXNREG) -> dict:
     return {} if cap is None or triton_interpreting() else {"maxnreg": cap}
 
 
-def _candidate_block(vocab: int) -> int:
-    """Candidates per loop iteration: the interpreter takes a whole segment at once (no more
-    than the row can hold: its cost grows with the block, not the candidates)."""
+def _candidate_blocks(vocab: int) -> tuple[int, int, int, int, int]:
+    """(launch 4's block, its block on tau's bucket, its race block, its warps, launch 3b's block). The
+    interpreter takes a whole segment or row at once (its cost grows with the block iterations,
+    not the candidates)."""
     if triton_interpreting():
-        return min(CAND_CAP, max(triton.next_power_of_2(vocab), 16))
-    return GPU_CAND_BLOCK
+        segment = min(CAND_CAP, max(triton.next_power_of_2(vocab), 16))
+        return min(max(triton.next_power_of_2(vocab), 16), 16384), segment, segment, 4, segment
+    return GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, GPU_RACE_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK
 
 
 def _block_sizes(vocab: int) -> tuple[int, int, int]:
@@ -752,7 +829,7 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
 def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
                       *, has_contrast: bool, has_top_p: bool = True, emulate_fma: bool = False,
                       served_out: torch.Tensor | None = None):
-    """Launch the kernels (three, or five with top-p rows); per-row parameters (steps: int32, contrast: bool, log_beta:
+    """Launch the kernels (three, or six with top-p rows); per-row parameters (steps: int32, contrast: bool, log_beta:
     fp32) are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the
     host) whether any row contrasts, so that a launch without contrast rows compiles the lean
     mix-only kernel; ``has_top_p=False`` (no row has top_p < 1, known on the host) skips the
@@ -781,39 +858,48 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         num_warps=STATS_NUM_WARPS,
     )
     nc_pad = max(triton.next_power_of_2(chunks), 2)
+    row_stats = torch.empty(ROW_STATS_FLOATS * batch if has_top_p else 1, dtype=torch.float32, device=device)
     _one_chunk_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
         weight_u, temperature, top_k, top_p, seeds, steps, contrast,
-        partials, batch * chunks,
+        partials, batch * chunks, row_stats,
         tokens, logprobs, cond, flags,
         vocab, chunks,
-        HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, EMULATE_FMA=emulate_fma,
+        HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, STORE_STATS=has_top_p,
+        EMULATE_FMA=emulate_fma,
         num_warps=num_warps,
     )
     # launch 4 writes every row's mark; only without it must launch 5 find zeros (no memset per step then)
     served = (torch.empty if has_top_p else torch.zeros)(batch, dtype=torch.int32, device=device) \
         if served_out is None else (served_out if has_top_p else served_out.zero_())
     if has_top_p:
-        cand_block = _candidate_block(vocab)
+        cand_block, search_block, race_block, draw_warps, pack_block = _candidate_blocks(vocab)
         cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)
         cand_n = torch.empty(batch * chunks, dtype=torch.int32, device=device)
         chunk_mass = torch.empty(batch * chunks, dtype=torch.float32, device=device)
         bounds = torch.empty(2 * batch, dtype=torch.int32, device=device)
+        row_cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)  # rows' dense lists
         dense = torch.empty(batch * DENSE_CAP, dtype=torch.float32, device=device)
         candidates = (cand, cand_n, chunk_mass, bounds)
         _candidates_kernel[(batch, chunks)](
             logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
-            partials, batch * chunks, *candidates,
-            vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
+            row_stats, *candidates,
+            vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, CAP=CAND_CAP,
             EMULATE_FMA=emulate_fma, num_warps=num_warps, **_maxnreg(CAND_MAXNREG),
+        )
+        _candidate_pack_kernel[(batch, chunks)](
+            top_k, top_p, contrast, cand, cand_n, row_cand, vocab, chunks,
+            HAS_CONTRAST=has_contrast, NC_PAD=nc_pad, CAP=CAND_CAP, BLOCK=pack_block,
+            num_warps=PACK_NUM_WARPS if not triton_interpreting() else 4,
         )
         _candidate_draw_kernel[(batch,)](
             logits_c, logits_c.stride(0), weight_u, temperature, top_k, top_p, seeds, steps, contrast,
-            partials, batch * chunks, *candidates, dense, served,
+            row_stats, *candidates, row_cand, dense, served,
             tokens, logprobs, cond, flags,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
-            BLOCK=cand_block, DENSE_CAP=DENSE_CAP, NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES,
-            num_warps=num_warps, **_maxnreg(),
+            BLOCK=cand_block, SEARCH_BLOCK=search_block, RACE_BLOCK=race_block, DENSE_CAP=DENSE_CAP,
+            NUM_PIVOTS=NUM_PIVOTS,
+            MAX_PASSES=MAX_SEARCH_PASSES, num_warps=draw_warps, **_maxnreg(DRAW_MAXNREG),
         )
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
@@ -859,6 +945,7 @@ def build_cases():
                        {"_mix_sample_kernel": DESIGN_CTAS_PER_SM, "_one_chunk_kernel": DESIGN_CTAS_PER_SM,
                         "_chunk_stats_kernel": STATS_DESIGN_CTAS_PER_SM,
                         "_candidates_kernel": STATS_DESIGN_CTAS_PER_SM,
+                        "_candidate_pack_kernel": STATS_DESIGN_CTAS_PER_SM,
                         "_candidate_draw_kernel": DESIGN_CTAS_PER_SM},
                        dict(op="mix_sample", batch=b, vocab=v, dtype=dtype, mode=mode))
             for dtype in DTYPES for mode in ("mix", "cond", "contrast") for v in vocabularies()

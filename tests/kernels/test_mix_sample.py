@@ -377,7 +377,13 @@ def test_draws_over_steps_follow_the_distribution():
 @pytest.mark.parametrize("mode,kw", [("mix", dict(top_k=10, top_p=0.9)), ("contrast", dict())])
 def test_kernel_draws_follow_the_final_distribution(mode, kw, device):
     """The kernel's own draws: fewer than the reference's (the interpreter runs one program
-    per row, ~0.1 s each), on a small vocabulary so that 240 draws still test every bin."""
+    per row, ~0.1 s each), on a small vocabulary so that 240 draws still test every bin.
+
+    240 draws are kept (22 + 14 s interpreted): simulated at the 1e-3 level (400 trials of
+    multinomial draws, issue 13), this test rejects the unfiltered distribution always, but a
+    kept set missing its edge token only 28 % of the time at 240 draws (5 % at 160, 1 % at 120),
+    and contrast with alpha 1 instead of 0.5 48 % (20 % at 160): fewer rows would cost the
+    power that matters, so the rows were not cut."""
     gen = torch.Generator().manual_seed(4321)
     n, vocab = 240, 16
     c, u = random_logits(gen, 1, vocab, scale=1.0)
