@@ -22,12 +22,16 @@ def block_bytes(config, block_size: int, dtype: torch.dtype) -> int:
 
 def _activation_reserve(config, engine: EngineConfig, dtype: torch.dtype) -> int:
     """Rough peak of a prefill step's activations (hidden, QKV, MLP, and the fp32 attention
-    scratch of the widest step), kept free besides the cache."""
+    scratch of the widest step) and the sampler's scratch at a full batch, kept free besides
+    the cache."""
+    from judgefree.kernels.mix_sample_triton import scratch_bytes
+
     tokens = engine.max_num_batched_tokens
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_token = 6 * config.hidden_size + 3 * config.intermediate_size
     logits = 4 * engine.max_num_seqs * config.vocab_size * 4
-    return 2 * tokens * per_token * itemsize + logits
+    sampler = scratch_bytes(engine.max_num_seqs, config.vocab_size)
+    return 2 * tokens * per_token * itemsize + logits + sampler
 
 
 def _available_bytes(device: torch.device, engine: EngineConfig, config, dtype: torch.dtype) -> int:

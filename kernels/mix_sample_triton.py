@@ -30,6 +30,8 @@ Semantics: docs/mix_sample.md and the reference in mix_sample_ref.py.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -826,6 +828,43 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
     return GPU_BLOCK, GPU_BLOCK_SEARCH, GPU_NUM_WARPS
 
 
+class _Scratch(NamedTuple):
+    partials: torch.Tensor  # [7, B, chunks]: each chunk's statistics (launch 1)
+    row_stats: torch.Tensor  # each top-p row's combined statistics (launch 2)
+    cand: torch.Tensor  # per (row, chunk) segment: its candidates (launch 3)
+    cand_n: torch.Tensor
+    chunk_mass: torch.Tensor
+    bounds: torch.Tensor
+    row_cand: torch.Tensor  # each row's dense candidate list (launch 3b)
+    dense: torch.Tensor  # tau's bucket per row (launch 4)
+
+
+def _scratch(batch: int, vocab: int, has_top_p: bool, device) -> _Scratch:
+    """Every buffer the launches use besides their outputs (one definition, which
+    ``scratch_bytes`` also measures); the candidate path's only when a row may take it."""
+    chunks = triton.cdiv(vocab, CHUNK)
+    f32 = dict(dtype=torch.float32, device=device)
+    segments = batch * chunks if has_top_p else 1
+    return _Scratch(
+        partials=torch.empty(7, batch, chunks, **f32),
+        row_stats=torch.empty(ROW_STATS_FLOATS * batch if has_top_p else 1, **f32),
+        cand=torch.empty(segments * CAND_CAP if has_top_p else 1, dtype=torch.int64, device=device),
+        cand_n=torch.empty(segments, dtype=torch.int32, device=device),
+        chunk_mass=torch.empty(segments, **f32),
+        bounds=torch.empty(2 * batch if has_top_p else 1, dtype=torch.int32, device=device),
+        row_cand=torch.empty(segments * CAND_CAP if has_top_p else 1, dtype=torch.int64, device=device),
+        dense=torch.empty(batch * DENSE_CAP if has_top_p else 1, **f32),
+    )
+
+
+def scratch_bytes(batch: int, vocab: int, has_top_p: bool = True) -> int:
+    """Device bytes one ``mix_sample_triton`` call of this size allocates besides its outputs
+    (the engine keeps them free when it sizes the KV cache): 317 MB at B = 256, V = 152064
+    with top-p rows (17 MB at B = 64, V = 32000), almost all of it the candidate segments and
+    the rows' dense lists."""
+    return sum(t.numel() * t.element_size() for t in _scratch(batch, vocab, has_top_p, "meta"))
+
+
 def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
                       *, has_contrast: bool, has_top_p: bool = True, emulate_fma: bool = False,
                       served_out: torch.Tensor | None = None):
@@ -847,7 +886,8 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     cond = torch.empty(batch, dtype=torch.float32, device=device)
     flags = torch.empty(batch, dtype=torch.int32, device=device)
     chunks = triton.cdiv(vocab, CHUNK)
-    partials = torch.empty(7, batch, chunks, dtype=torch.float32, device=device)
+    scratch = _scratch(batch, vocab, has_top_p, device)
+    partials, row_stats = scratch.partials, scratch.row_stats
     has_u = logits_u is not None
     u = logits_u if has_u else logits_c
     contrast = contrast.to(torch.int8)
@@ -858,7 +898,6 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         num_warps=STATS_NUM_WARPS,
     )
     nc_pad = max(triton.next_power_of_2(chunks), 2)
-    row_stats = torch.empty(ROW_STATS_FLOATS * batch if has_top_p else 1, dtype=torch.float32, device=device)
     _one_chunk_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
         weight_u, temperature, top_k, top_p, seeds, steps, contrast,
@@ -874,13 +913,8 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         if served_out is None else (served_out if has_top_p else served_out.zero_())
     if has_top_p:
         cand_block, search_block, race_block, draw_warps, pack_block = _candidate_blocks(vocab)
-        cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)
-        cand_n = torch.empty(batch * chunks, dtype=torch.int32, device=device)
-        chunk_mass = torch.empty(batch * chunks, dtype=torch.float32, device=device)
-        bounds = torch.empty(2 * batch, dtype=torch.int32, device=device)
-        row_cand = torch.empty(batch * chunks * CAND_CAP, dtype=torch.int64, device=device)  # rows' dense lists
-        dense = torch.empty(batch * DENSE_CAP, dtype=torch.float32, device=device)
-        candidates = (cand, cand_n, chunk_mass, bounds)
+        cand, row_cand, dense = scratch.cand, scratch.row_cand, scratch.dense
+        candidates = (cand, scratch.cand_n, scratch.chunk_mass, scratch.bounds)
         _candidates_kernel[(batch, chunks)](
             logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
             row_stats, *candidates,
@@ -888,7 +922,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
             EMULATE_FMA=emulate_fma, num_warps=num_warps, **_maxnreg(CAND_MAXNREG),
         )
         _candidate_pack_kernel[(batch, chunks)](
-            top_k, top_p, contrast, cand, cand_n, row_cand, vocab, chunks,
+            top_k, top_p, contrast, cand, scratch.cand_n, row_cand, vocab, chunks,
             HAS_CONTRAST=has_contrast, NC_PAD=nc_pad, CAP=CAND_CAP, BLOCK=pack_block,
             num_warps=PACK_NUM_WARPS if not triton_interpreting() else 4,
         )

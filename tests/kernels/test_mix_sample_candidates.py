@@ -256,3 +256,33 @@ def test_small_blocks_carry_every_pass_across_blocks(fresh_seed, monkeypatch):
     out, reference, served = run(c, u, h, temperature, top_p)
     assert served.sum() >= 4
     assert_same(out, reference)
+
+
+@pytest.mark.parametrize("has_top_p", [True, False])
+def test_scratch_bytes_counts_every_buffer_the_launch_allocates(has_top_p, monkeypatch):
+    """The engine keeps ``scratch_bytes`` free when it sizes the KV cache: it must cover every
+    device buffer a call allocates (counted here as the allocations happen) but its outputs."""
+    from judgefree.kernels import mix_sample_triton as module
+
+    batch, vocab = 3, 4100  # three chunks, the last ragged
+    allocated = []
+    for name in ("empty", "zeros"):
+        real = getattr(torch, name)
+
+        def counting(*args, _real=real, **kwargs):
+            tensor = _real(*args, **kwargs)
+            allocated.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        monkeypatch.setattr(module.torch, name, counting)
+    gen = torch.Generator().manual_seed(3)
+    c = lm_like(gen, batch, vocab)
+    per_row = lambda v, dtype: torch.full((batch,), v, dtype=dtype)  # noqa: E731
+    mix_sample_triton(c, c.flip(1).contiguous(), per_row(0.3, torch.float32), per_row(1.0, torch.float32),
+                      per_row(0, torch.int32), per_row(0.9, torch.float32), torch.arange(batch) + 1,
+                      per_row(2, torch.int32), per_row(False, torch.bool), per_row(0.0, torch.float32),
+                      has_contrast=False, has_top_p=has_top_p)
+    monkeypatch.undo()
+    outputs_and_marks = batch * (8 + 4 + 4 + 4) + batch * 4  # tokens, log-probs, cond, flags; served
+    assert sum(allocated) == module.scratch_bytes(batch, vocab, has_top_p) + outputs_and_marks
+    assert module.scratch_bytes(256, 152064) > 256 * 75 * CAND_CAP * 8  # the segments at least
