@@ -15,6 +15,7 @@ from judgefree.kernels.linear_logprobs import linear_logprobs
 from judgefree.kernels.linear_logprobs_ref import linear_logprobs_eager
 from judgefree.kernels.linear_logprobs_torch import linear_logprobs_chunked
 from judgefree.kernels.linear_logprobs_triton import KernelConfig, linear_logprobs_triton
+from judgefree.testing.grads import run_with_grads as _run
 
 IGNORE = -100
 
@@ -30,14 +31,6 @@ def _inputs(n, h, v, *, seed, dtype=torch.float32, device="cpu", scale=1.0, n_ig
         targets[-1] = v - 1
     grad_out = torch.randn(n, generator=gen).to(device)
     return hidden, weight, targets.to(device), grad_out
-
-
-def _run(fn, hidden, weight, targets, grad_out):
-    hidden = hidden.detach().clone().requires_grad_()
-    weight = weight.detach().clone().requires_grad_()
-    out = fn(hidden, weight, targets)
-    out.backward(grad_out.to(out.dtype))
-    return out.detach(), hidden.grad, weight.grad
 
 
 def _truth(hidden, weight, targets, grad_out, ignore_index=IGNORE):

@@ -24,6 +24,7 @@ from judgefree.kernels.linear_logprobs_triton import (
     linear_logprobs_triton,
     packed_work,
 )
+from judgefree.testing.grads import run_with_grads as _run
 
 IGNORE = -100
 
@@ -44,14 +45,6 @@ def _model(n, h, v, *, seed, confident, dtype=torch.float32):
     targets[-1] = v - 1  # inside the ragged last vocab tile
     grad_out = torch.randn(n, generator=gen)
     return hidden.to(dtype), weight.to(dtype), targets, grad_out
-
-
-def _run(fn, hidden, weight, targets, grad_out, train_weight=True):
-    hidden = hidden.detach().clone().requires_grad_()
-    weight = weight.detach().clone().requires_grad_(train_weight)
-    out = fn(hidden, weight, targets)
-    out.backward(grad_out.to(out.dtype))
-    return out.detach(), hidden.grad, weight.grad
 
 
 def _delta64(hidden, weight, targets, grad_out):
