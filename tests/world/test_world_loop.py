@@ -49,6 +49,10 @@ def test_small_world_round_writes_its_reports_and_they_agree_with_the_captions(d
         assert all(row["objects"] == s.truth() for row, s in zip(rows, held_out))
         metrics, _ = evaluate([row["caption"] for row in rows], held_out)  # recomputed from the JSONL
         assert metrics.to_json() == r["metrics"]
+    from judgefree.world.build import built_summary
+    from judgefree.world.version import generator_fingerprint
+
+    assert built_summary(world)["generator"] == generator_fingerprint()  # build.json names the code that built it
     # m0 is the world's: the demo scores the captions its build wrote (world/evaluate.py)
     assert (out / "eval" / "m0.jsonl").read_text() == (world / "m0_eval.jsonl").read_text()
     v = rounds[1]["verdicts"]
