@@ -63,6 +63,22 @@ def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path]
                         train=train, device="cpu", progress=progress)
 
 
+# What rounds.json keeps of a round's curation: counts, with the pairs dropped unscored (of them,
+# "empty_response": for an empty response), so that a reader sees what the kept pairs are out of.
+ROUND_CURATION_KEYS = ("pairs", "scored", "unscored", "empty_response", "kept", "swap_rate")
+
+
+def round_entry(k: int, model: Path, metrics, report=None, verdicts=None) -> dict:
+    """Round ``k``'s entry of rounds.json: m_k's metrics and, for k > 0, its round's curation
+    counts (``report``: the loop's RoundReport), the pairs' verdicts and the training summary."""
+    entry = {"round": k, "model": str(model), "metrics": metrics.to_json()}
+    if report is not None:
+        curate = report.stages["curate"]
+        entry.update({key: curate.get(key) for key in ROUND_CURATION_KEYS}, verdicts=verdicts.to_json(),
+                     train=report.stages["train"])
+    return entry
+
+
 def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSettings(), progress: bool = True,
                    log=print, world: Path | None = None) -> dict:
     """Run (or resume) the demo; returns the rounds summary written to OUT/rounds.json.
@@ -95,13 +111,11 @@ def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSetti
         # m0 is the world's: its greedy captions of these scenes were written when the world was built
         recorded = evaluate_recorded(world / "m0_eval.jsonl", held_out, jsonl) if k == 0 else None
         metrics, _ = recorded or evaluate_model(model, held_out, eval_images, jsonl, device="cpu")
-        entry = {"round": k, "model": str(model), "metrics": metrics.to_json()}
-        if k > 0:
-            rep = reports[k - 1]
+        if k == 0:
+            entry = round_entry(k, model, metrics)
+        else:
             verdicts = judge(PairStore(out / f"round-{k}" / "curated").records(), lambda p: by_path[str(Path(p).resolve())])
-            entry.update(pairs=rep.stages["curate"].get("pairs"), kept=rep.stages["curate"].get("kept"),
-                         swap_rate=rep.stages["curate"].get("swap_rate"), verdicts=verdicts.to_json(),
-                         train=rep.stages["train"])
+            entry = round_entry(k, model, metrics, reports[k - 1], verdicts)
         rounds.append(entry)
         m = metrics
         line = (f"m{k}: CHAIRs {m.chair_s:6.1%}  CHAIRi {m.chair_i:6.1%}  recall {m.recall:6.1%}  "

@@ -32,6 +32,9 @@ from judgefree.distributed import Ranks, lock_folder, rank_info
 from judgefree.train.config import TrainConfig
 
 STAGES = ("generate", "curate", "train", "evaluate")
+# What a round's curate.done keeps of the curation summary; "unscored" and "empty_response"
+# (of the unscored, the pairs dropped for an empty response) say how many pairs were dropped.
+CURATE_KEYS = ("pairs", "scored", "unscored", "empty_response", "swapped", "swap_rate", "kept")
 # Settings a rerun may change: more rounds, evaluation added later, where it runs.
 _FREE = frozenset({"rounds", "evaluation", "device", "progress"})
 
@@ -211,8 +214,7 @@ class Loop:
         scorer = ClipScorer.load(clip)
         report = curate_store(pairs, curated, scorer, self.s.selection, clip_settings=self.s.clip.to_manifest(),
                               progress=self.s.progress, ranks=self.ranks)
-        keys = ("pairs", "scored", "swapped", "swap_rate", "kept")
-        return {"store": str(curated), **{k: report.summary.get(k) for k in keys}}
+        return {"store": str(curated), **{k: report.summary.get(k) for k in CURATE_KEYS}}
 
     def _train(self, model: str, curated: Path, out: Path) -> dict[str, Any]:
         from judgefree.train.trainer import train_dpo

@@ -136,7 +136,8 @@ fi
 
 # -- 5. one DPO step with LoRA ------------------------------------------------------------------
 if [[ $DRY -eq 1 ]]; then
-    step "dpo" 120 "$PY" bench/dpo.py --device cpu --shape llama-tiny --steps 1 --warmup 0 --systems ours,eager --workdir "$OUT/work-dpo" --out "$RES/dpo_$DEVICE.md"
+    # short sequences (16 + 32 tokens): the dry run shows the step runs both systems and writes its table
+    step "dpo" 120 "$PY" bench/dpo.py --device cpu --shape llama-tiny --prompt-len 16 --response-len 32 --steps 1 --warmup 0 --systems ours,eager --workdir "$OUT/work-dpo" --out "$RES/dpo_$DEVICE.md"
 else
     step "dpo (LoRA, LLaVA-1.5-7B shapes)" 70 "$PY" bench/dpo.py --device cuda --shape llava-7b --steps 3 --warmup 1 --systems ours,eager --workdir "$OUT/work-dpo" --out "$RES/dpo_$DEVICE.md"
 fi

@@ -94,6 +94,31 @@ def run_torchrun(argv: list[str], nproc: int, tmp: Path, *, kill_at: str | None 
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_cli_here(argv: list[str]) -> subprocess.CompletedProcess:
+    """``judgefree ARGV`` in this process (fake engine, one torch thread, as each torchrun rank
+    and ``run_cli``'s child have): the one-process reference a multi-rank job is compared with,
+    without the seconds a child spends starting Python and importing torch. Never killed."""
+    import contextlib
+    import io
+
+    import torch
+
+    import judgefree.engine
+    from judgefree.cli.main import main
+    from judgefree.testing.fake_engine import FakeEngine
+
+    out, err, threads, engine = io.StringIO(), io.StringIO(), torch.get_num_threads(), judgefree.engine.Engine
+    judgefree.engine.Engine = FakeEngine
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(argv))
+    finally:
+        judgefree.engine.Engine = engine
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["judgefree", *argv], code, out.getvalue(), err.getvalue())
+
+
 def run_cli(argv: list[str], *, kill_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``judgefree ARGV`` in a child process (fake engine); ``kill_at`` as described above."""
     env = {**os.environ, **({"KILL_AT": kill_at} if kill_at else {})}

@@ -78,8 +78,11 @@ def _reference(record: PairRecord, role: str) -> list[float] | None:
 def load_examples(store_path: str | Path, *, kept_only: bool = True) -> tuple[list[DPOExample], list[dict]]:
     """The pairs to train on and the ones left out (``[{"pair_id", "reason"}]``).
 
-    A curated store gives its kept pairs (``kept_only``) or all scored ones; a generated
-    store is accepted only with ``kept_only=False`` (its pairs were never verified).
+    A curated store gives its kept pairs (``kept_only``) or every pair curation verified,
+    whatever its split (``kept_only=False``); a pair curation dropped (no split: an empty
+    response, an unreadable image, or CLIP's disagreement under ``on_disagreement="drop"``) is
+    never trained on: it is left out with its reason. A generated store is accepted only with
+    ``kept_only=False`` (its pairs were never verified).
     """
     store = PairStore(store_path)
     if store.stage != "curated" and kept_only:
@@ -88,6 +91,9 @@ def load_examples(store_path: str | Path, *, kept_only: bool = True) -> tuple[li
     records = store.records(kept_only=kept_only and store.stage == "curated")
     examples, skipped = [], []
     for record in records:
+        if store.stage == "curated" and record.split is None:
+            skipped.append({"pair_id": record.pair_id, "reason": f"dropped by curation: {_drop_reason(record)}"})
+            continue
         if not record.prompt_token_ids:
             skipped.append({"pair_id": record.pair_id, "reason": "no prompt_token_ids"})
             continue
@@ -103,6 +109,17 @@ def load_examples(store_path: str | Path, *, kept_only: bool = True) -> tuple[li
     if not examples:
         raise ValueError(f"{store_path} holds no pair to train on ({len(skipped)} left out)")
     return examples, skipped
+
+
+def _drop_reason(record: PairRecord) -> str:
+    from judgefree.curate.selection import empty_sides
+
+    sides = empty_sides(record)
+    if sides:
+        return f"the {' and '.join(sides)} response{'s are' if len(sides) > 1 else ' is'} empty"
+    if record.score_diff is None:
+        return "not scored"
+    return "CLIP disagreed with the h order"
 
 
 def check_images_unchanged(examples: list[DPOExample]) -> None:

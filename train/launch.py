@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder (Hugging Face layout)")
     p.add_argument("--pairs", required=True, help="curated pair store")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, model/")
-    p.add_argument("--all-pairs", action="store_true", help="train on every pair, not only the kept ones")
+    p.add_argument("--all-pairs", action="store_true", help="train on every pair the curation verified, whatever its split, not only the kept "
+                   "ones; the pairs it dropped (an empty response, an unreadable image, CLIP's disagreement "
+                   "under --on-disagreement drop) never")
     p.add_argument("--no-merge-lora", action="store_true", help="save a peft adapter instead of a merged model")
     p.add_argument("--keep-checkpoints", type=int, default=2)
     p.add_argument("--device", default=None, help="cpu or cuda (default: this rank's GPU when there is one)")

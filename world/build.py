@@ -56,6 +56,7 @@ def build(folder: Path, config: WorldConfig, log=print) -> dict:
     from judgefree.world.render import render
     from judgefree.world.scenes import TRAIN, EVAL, scenes, web_scenes
     from judgefree.world.seed import train_seed, write_untrained
+    from judgefree.world.version import generator_fingerprint
 
     start = time.perf_counter()
     single_thread()
@@ -89,7 +90,8 @@ def build(folder: Path, config: WorldConfig, log=print) -> dict:
     metrics, _ = evaluate_model(m0, held_out, images, folder / "m0_eval.jsonl", device="cpu")
     summary = {"config": asdict(config), "clip": clip, "seed": seed, "render_seconds": round(t_render, 1),
                "m0_eval": metrics.to_json(), "threads": torch.get_num_threads(),
-               "seconds": round(time.perf_counter() - start, 1), "clip_name": CLIP_NAME}
+               "seconds": round(time.perf_counter() - start, 1), "clip_name": CLIP_NAME,
+               "generator": generator_fingerprint()}
     from judgefree.io import write_json_atomic
 
     write_json_atomic(folder / "build.json", summary)

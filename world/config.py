@@ -25,8 +25,12 @@ class WorldConfig:
                                                                           text_only=0.2))
 
     def key(self) -> str:
-        """A short hash of every parameter: the cache folder's name."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """A short hash of every parameter and of the generator's code (world/version.py): the
+        cache folder's name, so that neither a parameter nor a code change reuses an old world."""
+        from judgefree.world import version
+
+        payload = {"config": asdict(self), "generator": version.generator_fingerprint()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
 # The CI test's world: fewer scenes and steps (the same code).

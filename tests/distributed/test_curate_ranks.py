@@ -11,7 +11,7 @@ import pytest
 
 from judgefree.generation.driver import GenerationSettings, generate_store, list_images
 from judgefree.testing.fake_engine import FakeEngine
-from judgefree.testing.holders import run_torchrun
+from judgefree.testing.holders import run_cli_here, run_torchrun
 from judgefree.testing.material import write_photo_files, write_test_clip
 from judgefree.testing.store_checks import assert_valid_store, rows
 
@@ -30,8 +30,8 @@ def setup(tmp_path_factory):
                    GenerationSettings(model="fake", prompt="Describe image in detail."), progress=False)
     config, weights = write_test_clip(root / "clip")
     single = root / "single"
-    # One process under torchrun too: one thread, as each rank (float sums depend on the threads).
-    done = run_torchrun(_argv(root, config, weights, single), 1, root)
+    # One process (in this one): one thread, as each rank (float sums depend on the threads).
+    done = run_cli_here(_argv(root, config, weights, single))
     assert done.returncode == 0, done.stderr[-3000:]
     return root, config, weights, single
 
@@ -67,7 +67,7 @@ def test_a_rank_killed_while_scoring_keeps_its_scores(setup, tmp_path):
     assert died.returncode != 0
     saved = json.loads((out / "scores" / "progress-r1.json").read_text())
     assert sum(part["rows"] for part in saved["parts"]) == 2  # rank 1's first chunk
-    resumed = run_torchrun(_argv(root, config, weights, out), 1, tmp_path)
+    resumed = run_cli_here(_argv(root, config, weights, out))  # one process finishes the job
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     scored_now = int(resumed.stdout.split("(")[-1].split(" pairs scored now")[0])
     assert scored_now <= 9 - 2

@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from judgefree.testing.holders import run_cli, run_torchrun
+from judgefree.testing.holders import run_cli_here, run_torchrun
 
 # Each test starts torchrun (2 Python processes importing torch): ~15-30 s on 2 busy cores.
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
                                  for i in range(1, 8)))
     (root / "model").mkdir()
     single = root / "single.jsonl"
-    done = run_cli(_argv(root, single))
+    done = run_cli_here(_argv(root, single))  # the one-process reference, in this process
     assert done.returncode == 0, done.stderr[-3000:]
     return root, single
 
@@ -60,7 +60,7 @@ def test_a_killed_rank_keeps_its_answers(setup, tmp_path):
     assert died.returncode != 0
     part = out.with_name(out.name + ".rank-1.jsonl")
     assert [r["question_id"] for r in map(json.loads, part.read_text().splitlines())] == [3, 4]
-    resumed = run_cli(_argv(root, out))
+    resumed = run_cli_here(_argv(root, out))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     answered = int(resumed.stdout.split("answered ")[1].split(",")[0])
     assert answered <= 5  # rank 1's two answers (and whatever rank 0 wrote) were kept

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from judgefree.store.manifest import PARTS
-from judgefree.testing.holders import run_cli, run_torchrun
+from judgefree.testing.holders import run_cli, run_cli_here, run_torchrun
 from judgefree.testing.material import write_corrupt_image, write_photo_files
 from judgefree.testing.store_checks import assert_valid_store, rows
 
@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
     model.mkdir()
     (model / "config.json").write_text("{}")
     single = root / "single"
-    done = run_cli(_argv(model, images, single))
+    done = run_cli_here(_argv(model, images, single))  # the one-process reference, in this process
     assert done.returncode == 0, done.stderr[-3000:]
     return root, model, images, single
 
@@ -84,7 +84,7 @@ def test_a_killed_rank_loses_nothing_committed(setup, tmp_path):
     committed = {row["image"] for row in rows(out)}
     assert len(readable) == len(committed) >= 2
 
-    resumed = run_cli(_argv(model, images, out))  # one process finishes the job
+    resumed = run_cli_here(_argv(model, images, out))  # one process finishes the job
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{9 - len(committed)} pairs generated, {len(committed)} already in" in resumed.stdout
     assert_valid_store(out)

@@ -14,8 +14,9 @@ import pytest
 
 from judgefree.testing.store_checks import assert_valid_store, rows
 
-# Two torchrun jobs, each generating, scoring, training and answering with the real engine
-# in the Triton interpreter: ~1-3 minutes on 2 busy cores.
+# A torchrun job of two ranks and the same script in this process (the one-process reference),
+# each generating, scoring, training and answering with the real engine in the Triton
+# interpreter: ~1-2 minutes on 2 busy cores.
 pytestmark = pytest.mark.slow
 
 _LOOP = textwrap.dedent("""
@@ -56,6 +57,23 @@ def _coco(folder, photos):
     return questions, folder
 
 
+def _loop_here(tmp_path, out, argv, monkeypatch):
+    """The script in this process, one torch thread (as each rank): no launcher, no imports."""
+    import runpy
+
+    import torch
+
+    script = tmp_path / "loop_script.py"
+    script.write_text(_LOOP)
+    monkeypatch.setattr(sys, "argv", [str(script), *argv[:2], str(out), *argv[2:]])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _loop(nproc, tmp_path, out, argv):
     script = tmp_path / "loop_script.py"
     script.write_text(_LOOP)
@@ -67,13 +85,14 @@ def _loop(nproc, tmp_path, out, argv):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_improve_on_two_ranks_matches_one_process(train_llava_dir, train_photos, tiny_clip_files, tmp_path):
+def test_improve_on_two_ranks_matches_one_process(train_llava_dir, train_photos, tiny_clip_files, tmp_path,
+                                                  monkeypatch):
     questions, coco = _coco(tmp_path / "coco", train_photos)
     argv = [str(train_llava_dir), json.dumps(train_photos[:3]), *map(str, tiny_clip_files), str(questions), str(coco)]
     one, two = tmp_path / "one", tmp_path / "two"
-    for nproc, out in ((1, one), (2, two)):
-        done = _loop(nproc, tmp_path, out, argv)
-        assert done.returncode == 0, done.stderr[-4000:]
+    _loop_here(tmp_path, one, argv, monkeypatch)
+    done = _loop(2, tmp_path, two, argv)
+    assert done.returncode == 0, done.stderr[-4000:]
     for stage in ("generate", "curate", "train", "evaluate"):
         assert (two / "round-1" / f"{stage}.done").is_file()
     by_image = lambda path: sorted(rows(path), key=lambda row: row["image"])  # noqa: E731

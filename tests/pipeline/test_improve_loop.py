@@ -119,3 +119,35 @@ def test_improve_checks_evaluation_inputs_before_loading_anything(improve_only, 
     argv = ["improve", "--model", str(train_llava_dir), "--images", str(tmp_path), "--eval-questions", "q.jsonl"]
     assert cli.main(argv) == 2
     assert "needs both --eval-questions and --coco-annotations" in capsys.readouterr().err
+
+
+def test_the_curate_marker_and_rounds_json_count_the_pairs_dropped_for_an_empty_response(tmp_path, monkeypatch):
+    """curate.done carries curation's ``unscored`` and ``empty_response`` counts, and the world
+    demo's rounds.json entry (``round_entry``) carries them on: a reader sees the dropped pairs."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import judgefree.curate.clip_score as clip_score
+    import judgefree.curate.curation as curation
+    from judgefree.curate.selection import select, summarize
+    from judgefree.pipeline.demo import round_entry
+    from judgefree.pipeline.loop import RoundReport
+    from judgefree.testing.material import make_record
+
+    records = [make_record(0, 0.9, 0.1), make_record(1, 0.6, 0.5),
+               dataclasses.replace(make_record(2, None, 0.5), chosen_text=" . ", chosen_segments=0),  # dropped
+               make_record(3, None, None)]  # unscored: an unreadable image
+    selection = Selection(splits=1)
+    summary = summarize(select(records, selection), selection)  # curation's own counts
+    monkeypatch.setattr(clip_score.ClipScorer, "load", lambda config: None)
+    monkeypatch.setattr(curation, "curate_store", lambda pairs, out, scorer, selection, **kwargs: curation.CurationReport(
+        Path(out), summary, Path(out) / "histogram.png", [], 0, 0.0))
+    loop = Loop(LoopSettings(model=str(tmp_path), images=["a.png"], out=str(tmp_path / "runs"), selection=selection))
+    marker = loop._curate(tmp_path / "pairs", tmp_path / "curated")
+    assert (marker["pairs"], marker["scored"], marker["unscored"], marker["empty_response"], marker["kept"]) == \
+        (4, 2, 2, 1, 2)
+    report = RoundReport(1, "m0", "m1", {"curate": marker, "train": {"steps": 1}})
+    metrics = SimpleNamespace(to_json=lambda: {"chair_i": 0.1})
+    entry = round_entry(1, Path("m1"), metrics, report, SimpleNamespace(to_json=lambda: {"pairs": 2}))
+    assert (entry["pairs"], entry["unscored"], entry["empty_response"], entry["kept"]) == (4, 2, 1, 2)
+    assert "empty_response" not in round_entry(0, Path("m0"), metrics)  # m0: no curation

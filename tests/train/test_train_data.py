@@ -143,3 +143,32 @@ def test_a_changed_or_missing_image_is_refused(tmp_path):
     path.unlink()
     with pytest.raises(FileNotFoundError, match="photo.png of pair p0 cannot be read"):
         check_images_unchanged([example])
+
+
+def _curated(folder, records, selection):
+    """A curated store whose kept / split / dropped marks come from curation's own selection."""
+    from judgefree.curate.selection import select
+    from judgefree.store.pair_store import StoreWriter
+
+    with StoreWriter(folder, stage="curated", settings={"test": True}, overwrite=True) as writer:
+        writer.append(select(records, selection))
+    return folder
+
+
+@pytest.mark.parametrize("mode, verified", [("swap", ["p0", "p1", "p2"]), ("drop", ["p0", "p1"])])
+def test_all_pairs_trains_on_every_verified_pair_and_never_on_a_dropped_one(tmp_path, mode, verified):
+    from judgefree.curate.selection import Selection
+
+    empty = dataclasses.replace(make_record(3, None, 0.5), chosen_text=" . ", chosen_segments=0)  # tokens, no text
+    records = [make_record(0, 0.9, 0.1), make_record(1, 0.5, 0.45), make_record(2, 0.2, 0.8),  # p2: CLIP disagrees
+               empty, make_record(4, None, None)]  # p4: not scored (an unreadable image)
+    store = _curated(tmp_path / "curated", records, Selection(splits=2, keep_splits=(1,), on_disagreement=mode))
+    kept, _ = load_examples(store)
+    assert [e.pair_id for e in kept] == ["p0"]  # the largest difference, the one kept split
+    every, skipped = load_examples(store, kept_only=False)
+    assert [e.pair_id for e in every] == verified  # whatever their split
+    dropped = [{"pair_id": "p3", "reason": "dropped by curation: the chosen response is empty"},
+               {"pair_id": "p4", "reason": "dropped by curation: not scored"}]
+    if mode == "drop":
+        dropped.insert(0, {"pair_id": "p2", "reason": "dropped by curation: CLIP disagreed with the h order"})
+    assert skipped == dropped

@@ -49,8 +49,20 @@ def test_small_world_round_writes_its_reports_and_they_agree_with_the_captions(d
         assert all(row["objects"] == s.truth() for row, s in zip(rows, held_out))
         metrics, _ = evaluate([row["caption"] for row in rows], held_out)  # recomputed from the JSONL
         assert metrics.to_json() == r["metrics"]
+    from judgefree.world.build import built_summary
+    from judgefree.world.version import generator_fingerprint
+
+    assert built_summary(world)["generator"] == generator_fingerprint()  # build.json names the code that built it
     # m0 is the world's: the demo scores the captions its build wrote (world/evaluate.py)
     assert (out / "eval" / "m0.jsonl").read_text() == (world / "m0_eval.jsonl").read_text()
+    # the curation's dropped pairs, counted here from the curated store's own marks
+    from judgefree.store.pair_store import PairStore
+
+    curated = list(PairStore(out / "round-1" / "curated").records())
+    assert rounds[1]["unscored"] == sum(r.score_diff is None for r in curated)
+    assert rounds[1]["empty_response"] == sum(any(getattr(r, f"{role}_segments") == 0 and
+                                                  getattr(r, f"{role}_score") is None
+                                                  for role in ("chosen", "rejected")) for r in curated)
     v = rounds[1]["verdicts"]
     # pairs with both responses scored (an empty response has no sentence to score)
     assert rounds[1]["pairs"] == CI_DEMO.pool and CI_DEMO.pool - 8 <= v["pairs"] <= CI_DEMO.pool
