@@ -16,11 +16,16 @@ exists, else ``X_ref``.
   KV cache.
 """
 
-from judgefree._lazy import lazy_exports
+if __name__ == "kernels":  # this folder reached as a top-level package from the repository root
+    from judgefree._shadowing import use_installed_package
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "mix_sample": ("MixSample", "mix_sample"),
-    "linear_logprobs": ("linear_logprobs",),
-    "paged_attention": ("store_kv", "paged_decode_attention", "paged_prefill_attention",
-        "paged_attention_ops"),
-})
+    use_installed_package(__name__, __file__)  # Hugging Face's `kernels`, which transformers imports
+else:
+    from judgefree._lazy import lazy_exports
+
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+        "mix_sample": ("MixSample", "mix_sample"),
+        "linear_logprobs": ("linear_logprobs",),
+        "paged_attention": ("store_kv", "paged_decode_attention", "paged_prefill_attention",
+            "paged_attention_ops"),
+    })
