@@ -34,3 +34,8 @@ def model_fingerprint(folder: str | os.PathLike) -> dict[str, Any]:
                 both.update(block)
     return {"path": str(folder.resolve()), "config_sha256": hashlib.sha256(config).hexdigest(),
             "weights_sha256": weights.hexdigest(), "digest": both.hexdigest()[:32]}
+
+
+def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two fingerprints are of one model: the same config and weights (the path may differ)."""
+    return (a.get("config_sha256"), a.get("weights_sha256")) == (b.get("config_sha256"), b.get("weights_sha256"))
