@@ -63,18 +63,17 @@ def loop_settings(demo: DemoSettings, world: Path, out: Path, images: list[Path]
                         train=train, device="cpu", progress=progress)
 
 
-# What rounds.json keeps of a round's curation: counts, with the pairs dropped unscored (of them,
-# "empty_response": for an empty response), so that a reader sees what the kept pairs are out of.
-ROUND_CURATION_KEYS = ("pairs", "scored", "unscored", "empty_response", "kept", "swap_rate")
-
-
 def round_entry(k: int, model: Path, metrics, report=None, verdicts=None) -> dict:
     """Round ``k``'s entry of rounds.json: m_k's metrics and, for k > 0, its round's curation
-    counts (``report``: the loop's RoundReport), the pairs' verdicts and the training summary."""
+    counts (``report``: the loop's RoundReport; the counts its curate.done keeps, the pairs dropped
+    unscored among them, so a reader sees what the kept pairs are out of), the pairs' verdicts and
+    the training summary."""
+    from judgefree.pipeline.loop import CURATE_KEYS
+
     entry = {"round": k, "model": str(model), "metrics": metrics.to_json()}
     if report is not None:
         curate = report.stages["curate"]
-        entry.update({key: curate.get(key) for key in ROUND_CURATION_KEYS}, verdicts=verdicts.to_json(),
+        entry.update({key: curate.get(key) for key in CURATE_KEYS}, verdicts=verdicts.to_json(),
                      train=report.stages["train"])
     return entry
 
