@@ -75,7 +75,7 @@ def mix_sample(
     checked the parameters, and reads ``flags`` (``raise_for_flags``) when it copies the
     results to the host anyway. ``has_top_p`` tells the kernel from the host whether any row
     has top_p < 1 (None: known from a number, assumed for a tensor); False skips the top-p
-    candidate path's two launches.
+    candidate path's three launches (3, 3b and 4).
     """
     batch, vocab = _check_logits(logits_c, logits_u)
     device = logits_c.device

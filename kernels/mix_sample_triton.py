@@ -830,13 +830,14 @@ def _block_sizes(vocab: int) -> tuple[int, int, int]:
 
 class _Scratch(NamedTuple):
     partials: torch.Tensor  # [7, B, chunks]: each chunk's statistics (launch 1)
-    row_stats: torch.Tensor  # each top-p row's combined statistics (launch 2)
-    cand: torch.Tensor  # per (row, chunk) segment: its candidates (launch 3)
-    cand_n: torch.Tensor
-    chunk_mass: torch.Tensor
-    bounds: torch.Tensor
-    row_cand: torch.Tensor  # each row's dense candidate list (launch 3b)
-    dense: torch.Tensor  # tau's bucket per row (launch 4)
+    row_stats: torch.Tensor  # each top-p row's combined statistics (launch 2; one unused float without top-p)
+    # the candidate path's (launches 3, 3b, 4): None without top-p rows
+    cand: torch.Tensor | None = None  # per (row, chunk) segment: its candidates
+    cand_n: torch.Tensor | None = None
+    chunk_mass: torch.Tensor | None = None
+    bounds: torch.Tensor | None = None
+    row_cand: torch.Tensor | None = None  # each row's dense candidate list (launch 3b)
+    dense: torch.Tensor | None = None  # tau's bucket per row (launch 4)
 
 
 def _scratch(batch: int, vocab: int, has_top_p: bool, device) -> _Scratch:
@@ -844,16 +845,18 @@ def _scratch(batch: int, vocab: int, has_top_p: bool, device) -> _Scratch:
     ``scratch_bytes`` also measures); the candidate path's only when a row may take it."""
     chunks = triton.cdiv(vocab, CHUNK)
     f32 = dict(dtype=torch.float32, device=device)
-    segments = batch * chunks if has_top_p else 1
+    partials = torch.empty(7, batch, chunks, **f32)
+    if not has_top_p:
+        return _Scratch(partials, torch.empty(1, **f32))
+    segments = batch * chunks
     return _Scratch(
-        partials=torch.empty(7, batch, chunks, **f32),
-        row_stats=torch.empty(ROW_STATS_FLOATS * batch if has_top_p else 1, **f32),
-        cand=torch.empty(segments * CAND_CAP if has_top_p else 1, dtype=torch.int64, device=device),
+        partials, torch.empty(ROW_STATS_FLOATS * batch, **f32),
+        cand=torch.empty(segments * CAND_CAP, dtype=torch.int64, device=device),
         cand_n=torch.empty(segments, dtype=torch.int32, device=device),
         chunk_mass=torch.empty(segments, **f32),
-        bounds=torch.empty(2 * batch if has_top_p else 1, dtype=torch.int32, device=device),
-        row_cand=torch.empty(segments * CAND_CAP if has_top_p else 1, dtype=torch.int64, device=device),
-        dense=torch.empty(batch * DENSE_CAP if has_top_p else 1, **f32),
+        bounds=torch.empty(2 * batch, dtype=torch.int32, device=device),
+        row_cand=torch.empty(segments * CAND_CAP, dtype=torch.int64, device=device),
+        dense=torch.empty(batch * DENSE_CAP, **f32),
     )
 
 
@@ -862,7 +865,7 @@ def scratch_bytes(batch: int, vocab: int, has_top_p: bool = True) -> int:
     (the engine keeps them free when it sizes the KV cache): 317 MB at B = 256, V = 152064
     with top-p rows (17 MB at B = 64, V = 32000), almost all of it the candidate segments and
     the rows' dense lists."""
-    return sum(t.numel() * t.element_size() for t in _scratch(batch, vocab, has_top_p, "meta"))
+    return sum(t.numel() * t.element_size() for t in _scratch(batch, vocab, has_top_p, "meta") if t is not None)
 
 
 def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, seeds, steps, contrast, log_beta,
@@ -872,7 +875,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
     fp32) are contiguous [B] tensors on the logits' device; ``has_contrast`` says (from the
     host) whether any row contrasts, so that a launch without contrast rows compiles the lean
     mix-only kernel; ``has_top_p=False`` (no row has top_p < 1, known on the host) skips the
-    candidate path's two launches (always correct: top-p rows then take the full search). ``emulate_fma`` (interpreter tests only) rounds each fused multiply-add
+    candidate path's three launches (3, 3b and 4; always correct: top-p rows then take the full search). ``emulate_fma`` (interpreter tests only) rounds each fused multiply-add
     once from float64, the GPU's arithmetic; ``served_out`` (tests), an int32 [B] tensor, receives
     which rows the candidate path served. Returns (tokens, logprobs, cond_logprobs, flags)."""
     batch, vocab = logits_c.shape
