@@ -226,8 +226,12 @@ def _splits(requested: int | None, outer_blocks: int, inner_blocks: int, device:
     if device.type != "cuda":
         return 1
     props = torch.cuda.get_device_properties(device)
-    return wave_splits(outer_blocks, inner_blocks, props.multi_processor_count, outer_bytes,
-                       getattr(props, "L2_cache_size", H100_L2_BYTES))
+    return wave_splits(outer_blocks, inner_blocks, props.multi_processor_count, outer_bytes, _l2_bytes(props))
+
+
+def _l2_bytes(props) -> int:
+    """The device's L2 size (``torch.cuda.get_device_properties``), an H100's where torch does not say."""
+    return getattr(props, "L2_cache_size", H100_L2_BYTES)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -276,9 +280,7 @@ def pack_group_rows(config: KernelConfig, hidden: torch.Tensor) -> int:
     """Rows per packing group of the packed backward: ``config.pack_group_rows``, else what L2 holds."""
     if config.pack_group_rows is not None:
         return config.pack_group_rows
-    l2 = None
-    if hidden.device.type == "cuda":
-        l2 = getattr(torch.cuda.get_device_properties(hidden.device), "L2_cache_size", H100_L2_BYTES)
+    l2 = _l2_bytes(torch.cuda.get_device_properties(hidden.device)) if hidden.device.type == "cuda" else None
     return group_rows_for_l2(hidden.shape[0], hidden.shape[1], hidden.element_size(), config.block_n, l2)
 
 
