@@ -133,7 +133,7 @@ def live_fraction(case: Case, filter_eps: float) -> tuple[float, float] | None:
         return None
     import triton
 
-    from judgefree.kernels.linear_logprobs_filter import live_rows, live_tiles
+    from judgefree.kernels.linear_logprobs_filter import live_rows, tiles_of_rows
     from judgefree.kernels.linear_logprobs_triton import backward_tiles, default_config, forward_lse
 
     hidden, weight = case.hidden.detach(), case.weight.detach()
@@ -142,10 +142,8 @@ def live_fraction(case: Case, filter_eps: float) -> tuple[float, float] | None:
     lse, target_logit = forward_lse(hidden, weight, case.targets, config, tile_max=tile_max)
     valid = torch.ones_like(case.targets, dtype=torch.bool)
     bwd_block_v, _ = backward_tiles(config, case.weight.requires_grad, deterministic=False)
-    live = live_tiles(tile_max, lse, target_logit - lse, case.targets, valid, config.block_n, config.block_v,
-                      filter_eps, bwd_block_v)
     pairs = live_rows(tile_max, lse, target_logit - lse, case.targets, valid, config.block_v, filter_eps, bwd_block_v)
-    return float(live.float().mean()), float(pairs.float().mean())
+    return float(tiles_of_rows(pairs, config.block_n).float().mean()), float(pairs.float().mean())
 
 
 def _sync(device: str) -> None:

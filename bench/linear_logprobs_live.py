@@ -130,23 +130,12 @@ def response_rows(model, pairs: list[dict], role: str) -> tuple[torch.Tensor, to
     return torch.cat(rows), torch.cat(targets), drift
 
 
-def compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n: int, block_v: int, eps: float,
-                       backward_block_v: int | None = None) -> float:
+def compacted_fraction(per_row: torch.Tensor, block_n: int) -> float:
     """Blocks the packed backward runs (per vocab tile, the rows live there in dense ``block_n``-row
-    blocks; one packing group, as at H = 576), over the dense tiles of the same width."""
-    from judgefree.kernels.linear_logprobs_filter import live_rows
-
-    per_row = live_rows(tile_max, lse, target_logp, targets, valid, block_v, eps, backward_block_v)  # [tiles, N]
+    blocks; one packing group, as at H = 576), over the dense tiles of the same width;
+    ``per_row``: ``live_rows``' verdicts [tiles, N]."""
     packed = (per_row.sum(1, dtype=torch.int64) + block_n - 1) // block_n
     return float(packed.sum()) / (-(-per_row.shape[1] // block_n) * per_row.shape[0])
-
-
-def pair_fraction(tile_max, lse, target_logp, targets, valid, block_v: int, eps: float,
-                  backward_block_v: int | None = None) -> float:
-    """The fraction of (row, backward vocab tile) pairs that are live: what the packed backward runs."""
-    from judgefree.kernels.linear_logprobs_filter import live_rows
-
-    return float(live_rows(tile_max, lse, target_logp, targets, valid, block_v, eps, backward_block_v).double().mean())
 
 
 def measure(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, grad: torch.Tensor | None,
@@ -155,9 +144,10 @@ def measure(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, grad: torch
     """Per threshold: live fractions at the backward's tiles; at ``error_eps`` (given ``grad``)
     also the filtered gradient's error. Logits and products in float32 (as the kernel
     accumulates), log-sum-exp and log p(target) in float64. The verdicts are ``live_tiles``' on
-    what the forward would hand it; the dropped gradient is the exact d logits = g (onehot - p)
+    what the forward would hand it (``live_rows``, reduced by ``tiles_of_rows`` as ``live_tiles``
+    does); the dropped gradient is the exact d logits = g (onehot - p)
     restricted to the dead tiles."""
-    from judgefree.kernels.linear_logprobs_filter import live_tiles
+    from judgefree.kernels.linear_logprobs_filter import live_rows, tiles_of_rows
 
     n, vocab = x.shape[0], w.shape[0]
     v_blocks = -(-vocab // block_v)
@@ -170,23 +160,22 @@ def measure(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, grad: torch
         tile_max[:, r0:r0 + block_n] = padded.reshape(-1, v_blocks, block_v).amax(dim=2).T
     target_logp = (x.double() * w[targets].double()).sum(1) - lse
     valid = torch.ones(n, dtype=torch.bool)
-    verdicts = [(live_tiles(tile_max, lse, target_logp, targets, valid, block_n, block_v, eps),
-                 live_tiles(tile_max, lse, target_logp, targets, valid, block_n, block_v, eps, frozen_block_v))
+    # per threshold, the (row, tile) verdicts once at each backward width; everything below reduces them
+    per_rows = [(live_rows(tile_max, lse, target_logp, targets, valid, block_v, eps),
+                 live_rows(tile_max, lse, target_logp, targets, valid, block_v, eps, frozen_block_v))
                 for eps in eps_list]
+    verdicts = [(tiles_of_rows(per_row, block_n), tiles_of_rows(per_row_frozen, block_n))
+                for per_row, per_row_frozen in per_rows]
 
     summary = [dict(eps=eps, tokens=n, live=float(live.double().mean()), live_frozen=float(live_frozen.double().mean()),
                     confident=float((-torch.expm1(target_logp) < eps).double().mean()),
                     mean_p_target=float(target_logp.exp().mean()),
                     # what finer row tiles would keep (the kernel's are block_n rows; 1: per row)
-                    rows_live={rows: float(live_tiles(tile_max, lse, target_logp, targets, valid, rows, block_v,
-                                                      eps).double().mean()) for rows in ROW_TILES},
-                    compacted=compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n, block_v, eps),
-                    pairs=pair_fraction(tile_max, lse, target_logp, targets, valid, block_v, eps),
-                    pairs_frozen=pair_fraction(tile_max, lse, target_logp, targets, valid, block_v, eps,
-                                               frozen_block_v),
-                    compacted_frozen=compacted_fraction(tile_max, lse, target_logp, targets, valid, block_n, block_v,
-                                                        eps, frozen_block_v))
-               for eps, (live, live_frozen) in zip(eps_list, verdicts)]
+                    rows_live={rows: float(tiles_of_rows(per_row, rows).double().mean()) for rows in ROW_TILES},
+                    compacted=compacted_fraction(per_row, block_n),
+                    pairs_frozen=float(per_row_frozen.double().mean()),
+                    compacted_frozen=compacted_fraction(per_row_frozen, block_n))
+               for eps, (per_row, per_row_frozen), (live, live_frozen) in zip(eps_list, per_rows, verdicts)]
     if grad is None or error_eps not in eps_list:
         return summary
     where = eps_list.index(error_eps)

@@ -61,9 +61,15 @@ def live_tiles(tile_max: torch.Tensor, lse: torch.Tensor, target_logp: torch.Ten
     """uint8 [n_blocks, v_blocks]: 1 where some valid row of the tile may have |onehot - p| >= filter_eps
     (``live_rows`` reduced over each token block of ``block_n`` rows)."""
     hot = live_rows(tile_max, lse, target_logp, safe_targets, valid, block_v, filter_eps, backward_block_v)
-    bwd_blocks, n_tokens = hot.shape
+    return tiles_of_rows(hot, block_n)
+
+
+def tiles_of_rows(row_live: torch.Tensor, block_n: int) -> torch.Tensor:
+    """uint8 [n_blocks, bwd_blocks] from ``live_rows``' bool [bwd_blocks, N]: a tile is live when
+    one of its ``block_n`` rows is."""
+    bwd_blocks, n_tokens = row_live.shape
     n_blocks = -(-n_tokens // block_n)
-    hot = torch.nn.functional.pad(hot, (0, n_blocks * block_n - n_tokens))
+    hot = torch.nn.functional.pad(row_live, (0, n_blocks * block_n - n_tokens))
     return hot.reshape(bwd_blocks, n_blocks, block_n).any(dim=2).T.contiguous().to(torch.uint8)
 
 
