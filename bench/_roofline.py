@@ -162,9 +162,9 @@ def _row_launch(record: dict, batch: int, instructions: float, unmodelled: int, 
     return Work(record["kernel"], batch, _resident(record, batch), hbm, l2, 0.0, instructions, in_flight, unmodelled)
 
 
-# the per-row kernels' top-level branches (test text) a row without filters / with top-p skips
-_FULL_SKIPPED = {False: {"contrast", "(top_k > 0) & (top_k < V)", "greedy"},
-                 True: {"contrast", "(top_k > 0) & (top_k < V)", "(top_p < 1.0) & ~skip", "greedy", "~skip"}}
+# the per-row kernel's top-level branches (test text) a row skips there when an earlier launch
+# served it (the one-chunk draw without filters, the candidate draw with top-p)
+_SERVED_ROW_SKIPS = {"contrast", "(top_k > 0) & (top_k < V)", "(top_p < 1.0) & ~skip", "greedy", "~skip"}
 
 
 def mix_sample(records: dict[str, dict], batch: int, vocab: int, dtype_bytes: int, paths: int, top_p: bool,
@@ -188,8 +188,9 @@ def mix_sample(records: dict[str, dict], batch: int, vocab: int, dtype_bytes: in
                      stats_instructions, resident * chunk * dtype_bytes * paths, stats_unmodelled)]
     drawn = batch * chunk * dtype_bytes * paths  # the drawn chunk (just read by launch 1: counted anyway)
     # top-p rows skip the one-chunk draw (and store their statistics); rows without filters the reverse
-    unfiltered_test = next((t for t in _top_level_ifs(one_chunk) if t.startswith("_unfiltered")), "")
-    skipped = {t for t in _top_level_ifs(one_chunk) if (t == unfiltered_test) == top_p}
+    tests = _top_level_ifs(one_chunk)
+    unfiltered_test = next((t for t in tests if t.startswith("_unfiltered")), "")
+    skipped = {t for t in tests if (t == unfiltered_test) == top_p}
     instructions, unmodelled = _issue(dict(one_chunk, outside_loops=_straight_line(one_chunk, skipped)),
                                       [None] * len(one_chunk["loops"]), batch)
     launches.append(_row_launch(one_chunk, batch, instructions, unmodelled,
@@ -200,7 +201,7 @@ def mix_sample(records: dict[str, dict], batch: int, vocab: int, dtype_bytes: in
                                     records["_candidate_draw_kernel"], batch, vocab, dtype_bytes, paths, chunk, partials)
     # The per-row kernel: every row here was served before it, so its loops run no iteration.
     loops = record["loops"]
-    instructions, unmodelled = _issue(dict(record, outside_loops=_straight_line(record, _FULL_SKIPPED[True])),
+    instructions, unmodelled = _issue(dict(record, outside_loops=_straight_line(record, _SERVED_ROW_SKIPS)),
                                       [0 if loop["step"] or loop["function"] == "_threshold_search" else None
                                        for loop in loops], batch)
     launches.append(_row_launch(record, batch, instructions, unmodelled, 0.0, 0.0, 0.0))
