@@ -40,14 +40,22 @@ def bound_us(launches: list[roofline.Work], gpu: roofline.GPUModel = roofline.H1
     return total * 1e6
 
 
+def _filtered_forward(records: list[dict], shape: dict) -> tuple[roofline.Work, roofline.Work, int]:
+    """The filtered forward (it also writes the tile maxima), its verdicts' launch, its BLOCK_V."""
+    rec = _find(records, "_forward_kernel", mode="filtered", **shape)
+    block_v = next(c["args"]["BLOCK_V"] for c in rec["cases"] if c["shape"].get("mode") == "filtered")
+    tokens, hidden, vocab = shape["tokens"], shape["hidden"], shape["vocab"]
+    return (roofline.linear_logprobs_forward(rec, tokens, hidden, vocab, 2),
+            roofline.linear_logprobs_verdicts(tokens, vocab, block_v), block_v)
+
+
 def packed_us(records: list[dict], hidden: int, weight_grad: bool, pair_live: float) -> tuple[float, int]:
     """The packed filtered fwd+bwd's bound (us) and its backward's program count: the filtered
     forward (tile maxima), its verdicts, the row lists' build (bytes + launches and host syncs)
     and the packed backward, in row groups that keep X and dX in L2."""
     shape = SHAPES[hidden]
     tokens, vocab = shape["tokens"], shape["vocab"]
-    fwd_rec = _find(records, "_forward_kernel", mode="filtered", **shape)
-    block_v = next(c["args"]["BLOCK_V"] for c in fwd_rec["cases"] if c["shape"].get("mode") == "filtered")
+    forward, verdicts, block_v = _filtered_forward(records, shape)
     mode = "packed" if weight_grad else "packed frozen"
     rec = _find(records, "_backward_kernel", mode=mode, **shape)
     case = next(c for c in rec["cases"] if c["shape"].get("mode") == mode and c["shape"]["hidden"] == hidden)
@@ -55,8 +63,7 @@ def packed_us(records: list[dict], hidden: int, weight_grad: bool, pair_live: fl
     group = group_rows_for_l2(tokens, hidden, 2, case["args"]["BLOCK_N"], roofline.H100.l2_bytes)
     backward = roofline.linear_logprobs_packed_backward(rec, tokens, hidden, vocab, 2, weight_grad, pair_live, group,
                                                         mode=mode)
-    launches = [roofline.linear_logprobs_forward(fwd_rec, tokens, hidden, vocab, 2),
-                roofline.linear_logprobs_verdicts(tokens, vocab, block_v),
+    launches = [forward, verdicts,
                 roofline.linear_logprobs_packing(tokens, vocab, bwd_block_v, pair_live), backward]
     return bound_us(launches), backward.programs
 
@@ -67,10 +74,7 @@ def rows(records: list[dict], hidden: int, live128: float, live256: float) -> li
     tokens, vocab = shape["tokens"], shape["vocab"]
     forward = roofline.linear_logprobs_forward(_find(records, "_forward_kernel", weight_grad=True, **shape),
                                                tokens, hidden, vocab, 2)
-    fwd_rec = _find(records, "_forward_kernel", mode="filtered", **shape)
-    fwd_tiles = roofline.linear_logprobs_forward(fwd_rec, tokens, hidden, vocab, 2)
-    block_v = next(c["args"]["BLOCK_V"] for c in fwd_rec["cases"] if c["shape"].get("mode") == "filtered")
-    verdicts = roofline.linear_logprobs_verdicts(tokens, vocab, block_v)
+    fwd_tiles, verdicts, _ = _filtered_forward(records, shape)
     out = []
     for weight_grad in (True, False):
         mode = "filtered" if weight_grad else "filtered frozen"

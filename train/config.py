@@ -17,6 +17,14 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # kernels.linear_logprobs (Triton on CUDA, chunked PyTorch elsewhere); "eager" materialises
 # the [tokens, vocab] logits (the reference); "liger" is liger-kernel's fused linear cross-entropy.
 LOGPROB_PATHS = ("auto", "triton", "torch", "eager", "liger")
+UNFILTERED_PATHS = ("eager", "liger")  # they do not run kernels.linear_logprobs' backward
+
+
+def check_filter_path(path: str, filter_eps: float | None, name: str = "filter_eps") -> None:
+    """Gradient filtering is the kernel's backward: refuse it on a path that does not run it."""
+    if filter_eps is not None and path in UNFILTERED_PATHS:
+        raise ValueError(f"{name} filters kernels.linear_logprobs' backward; path {path!r} does not run it "
+                         f"(use auto or triton)")
 # The attention and MLP projections of a Llama language model; vision towers are never adapted.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -81,12 +89,9 @@ class TrainConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.logprobs not in LOGPROB_PATHS:
             raise ValueError(f"logprobs must be one of {LOGPROB_PATHS}, got {self.logprobs!r}")
-        if self.logprobs_filter_eps is not None:
-            if not 0.0 < self.logprobs_filter_eps < 1.0:
-                raise ValueError(f"logprobs_filter_eps must be None or in (0, 1), got {self.logprobs_filter_eps}")
-            if self.logprobs in ("eager", "liger"):
-                raise ValueError(f"logprobs_filter_eps filters kernels.linear_logprobs' backward; logprobs="
-                                 f"{self.logprobs!r} does not run it (use auto or triton)")
+        if self.logprobs_filter_eps is not None and not 0.0 < self.logprobs_filter_eps < 1.0:
+            raise ValueError(f"logprobs_filter_eps must be None or in (0, 1), got {self.logprobs_filter_eps}")
+        check_filter_path(self.logprobs, self.logprobs_filter_eps, "logprobs_filter_eps")
         positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "epochs": self.epochs,
                     "batch_size": self.batch_size, "micro_batch_size": self.micro_batch_size,
                     "save_every": self.save_every, "keep_checkpoints": self.keep_checkpoints}

@@ -75,16 +75,17 @@ def _reference(record: PairRecord, role: str) -> list[float] | None:
     return list(values)
 
 
-def load_examples(store_path: str | Path, *, kept_only: bool = True) -> tuple[list[DPOExample], list[dict]]:
+def load_examples(store_path: str | Path | PairStore, *, kept_only: bool = True) -> tuple[list[DPOExample], list[dict]]:
     """The pairs to train on and the ones left out (``[{"pair_id", "reason"}]``).
 
     A curated store gives its kept pairs (``kept_only``) or every pair curation verified,
     whatever its split (``kept_only=False``); a pair curation dropped (no split: an empty
     response, an unreadable image, or CLIP's disagreement under ``on_disagreement="drop"``) is
     never trained on: it is left out with its reason. A generated store is accepted only with
-    ``kept_only=False`` (its pairs were never verified).
+    ``kept_only=False`` (its pairs were never verified). ``store_path`` may be an open store.
     """
-    store = PairStore(store_path)
+    store = store_path if isinstance(store_path, PairStore) else PairStore(store_path)
+    store_path = store.path
     if store.stage != "curated" and kept_only:
         raise ValueError(f"{store_path} is a '{store.stage}' store: train on a curated store "
                          "(`judgefree curate`), or pass kept_only=False to use every pair")

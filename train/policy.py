@@ -17,6 +17,7 @@ from torch import nn
 from judgefree.engine.architectures import Architecture, unwrap
 from judgefree.kernels.linear_logprobs import linear_logprobs
 from judgefree.kernels.linear_logprobs_ref import linear_logprobs_eager
+from judgefree.train.config import check_filter_path
 from judgefree.train.data import IGNORE_INDEX, DPOBatch
 from judgefree.train.losses import SequenceLogprobs, sequence_logprobs
 
@@ -78,8 +79,7 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
     "liger" is liger-kernel's fused linear cross-entropy (its negative, per token); "eager"
     builds the fp32 [N, V] logits, the reference the others are compared with. ``filter_eps``:
     the kernel's gradient filtering (its packed backward; the PyTorch path is exact anyway)."""
-    if filter_eps is not None and path in ("eager", "liger"):
-        raise ValueError(f"filter_eps filters kernels.linear_logprobs' backward; path {path!r} does not run it")
+    check_filter_path(path, filter_eps)
     if path == "eager":
         return linear_logprobs_eager(hidden, weight, targets)
     if path == "liger":

@@ -28,6 +28,7 @@ from judgefree.io import write_json_atomic
 from judgefree.train import distributed as D
 from judgefree.errors import FolderLocked
 from judgefree.locks import FolderLock
+from judgefree.store.pair_store import PairStore
 from judgefree.train.checkpoint import CHECKPOINTS, load_checkpoint, resume_point, save_checkpoint
 from judgefree.train.config import TrainConfig, resume_differences
 from judgefree.train.data import (DPOBatch, StepPlan, check_images_unchanged, collate, examples_digest,
@@ -177,7 +178,8 @@ class _Run:
 
     def run(self) -> TrainResult:
         ctx, config = self.ctx, self.config
-        examples, skipped = load_examples(self.pairs_path, kept_only=config.kept_only)
+        store = PairStore(self.pairs_path)  # opened once: its pairs, then its recorded model
+        examples, skipped = load_examples(store, kept_only=config.kept_only)
         self._check_settings(self._settings(examples))  # also before reusing a finished run
         if is_trained(self.out):
             return _finished(self.out)
@@ -186,7 +188,7 @@ class _Run:
             raise ValueError(f"{len(examples)} pairs to train on, fewer than batch_size={batch_size}; "
                              "lower --batch-size")
         plan = StepPlan(len(examples), batch_size, config.epochs, config.seed, config.max_steps)
-        fingerprint = self._check_reference_source(examples)  # before the model loads: a refusal is quick
+        fingerprint = self._check_reference_source(examples, store.model)  # before the model loads: a refusal is quick
         _seed_everything(config.seed)  # LoRA's initial A matrices come from torch's RNG
         loaded = load_policy(self.model_path, config, ctx.device, ctx.world_size)
         if loaded.pixels is not None:  # an image model reads every pair's image: it must be unchanged
@@ -259,19 +261,17 @@ class _Run:
         stats.reduce(ctx, stats.grad_norm_tensor, time.perf_counter() - begin)
         return stats
 
-    def _check_reference_source(self, examples) -> str | None:
+    def _check_reference_source(self, examples, store_model: dict | None) -> str | None:
         """The store's recorded reference log-probs are the generating model's: refuse them for
         another model (``check_reference_model``), or drop them when ``recompute_reference`` asks
         (they are then computed like missing ones). Rank 0 reads the weights once and every rank
         gets its verdict; returns the model's fingerprint digest when it was computed."""
         from judgefree.fingerprint import model_fingerprint
-        from judgefree.store.pair_store import PairStore
 
         if self.config.recompute_reference:
             for e in examples:
                 e.chosen_ref = e.rejected_ref = None
             return None
-        store_model = PairStore(self.pairs_path, verify=False).model
         if store_model is None or not (Path(self.model_path) / "config.json").is_file():
             return None  # nothing recorded to compare with; a bad model folder is load_policy's to report
         digest, refusal = None, None
