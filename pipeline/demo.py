@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from judgefree.threads import torch_threads
+from judgefree.world.build import WORLD_THREADS
 from judgefree.world.config import WorldConfig
 
 DEFAULT_OUT = Path("runs") / "demo"
@@ -78,6 +80,7 @@ def round_entry(k: int, model: Path, metrics, report=None, verdicts=None) -> dic
     return entry
 
 
+@torch_threads(WORLD_THREADS)
 def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSettings(), progress: bool = True,
                    log=print, world: Path | None = None) -> dict:
     """Run (or resume) the demo; returns the rounds summary written to OUT/rounds.json.
@@ -90,10 +93,7 @@ def run_world_demo(out: str | Path | None = None, demo: DemoSettings = DemoSetti
     from judgefree.world.scenes import EVAL, scenes
     from judgefree.world.verdicts import judge
 
-    from judgefree.world.build import single_thread
-
     start = time.perf_counter()
-    single_thread()
     out = Path(out) if out else DEFAULT_OUT
     world = Path(world) if world is not None else world_folder(demo.world, log=log)
     size = demo.world.image_size

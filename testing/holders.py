@@ -11,6 +11,8 @@ import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
+from judgefree.threads import torch_threads
+
 _HOLDER = textwrap.dedent("""
     import sys, time
     from judgefree.locks import FolderLock
@@ -101,21 +103,17 @@ def run_cli_here(argv: list[str]) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    import torch
-
     import judgefree.engine
     from judgefree.cli.main import main
     from judgefree.testing.fake_engine import FakeEngine
 
-    out, err, threads, engine = io.StringIO(), io.StringIO(), torch.get_num_threads(), judgefree.engine.Engine
+    out, err, engine = io.StringIO(), io.StringIO(), judgefree.engine.Engine
     judgefree.engine.Engine = FakeEngine
-    torch.set_num_threads(1)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), torch_threads(1):
             code = main(list(argv))
     finally:
         judgefree.engine.Engine = engine
-        torch.set_num_threads(threads)
     return subprocess.CompletedProcess(["judgefree", *argv], code, out.getvalue(), err.getvalue())
 
 

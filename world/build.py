@@ -15,7 +15,13 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from judgefree.threads import torch_threads
 from judgefree.world.config import WorldConfig
+
+# One torch thread while the world builds and the demo runs: these models are tiny, and on a
+# shared 2-core machine two threads wait on each other (measured: pair generation 4.4x faster
+# with one thread under load). Restored after the call.
+WORLD_THREADS = 1
 
 
 CACHE_PREFIX = "world-"
@@ -46,6 +52,7 @@ def world_folder(config: WorldConfig = WorldConfig(), cache_dir=None, log=print)
     return cached_folder(cache_name(config), lambda tmp: build(tmp, config, log), cache_dir)
 
 
+@torch_threads(WORLD_THREADS)
 def build(folder: Path, config: WorldConfig, log=print) -> dict:
     import torch
     from safetensors.torch import load_file
@@ -59,7 +66,6 @@ def build(folder: Path, config: WorldConfig, log=print) -> dict:
     from judgefree.world.version import generator_fingerprint
 
     start = time.perf_counter()
-    single_thread()
     torch.manual_seed(0)
     dist = replace(TRAIN, cooccurrence=config.cooccurrence, colour_prior=config.colour_prior)
     train = scenes("train", config.train_scenes, dist=dist)
@@ -98,14 +104,6 @@ def build(folder: Path, config: WorldConfig, log=print) -> dict:
     log(f"world: built in {summary['seconds']:.0f} s; m0 on evaluation scenes: CHAIRs {metrics.chair_s:.1%} "
         f"CHAIRi {metrics.chair_i:.1%} recall {metrics.recall:.1%} attribute errors {metrics.attribute_error:.1%}")
     return summary
-
-
-def single_thread() -> None:
-    """One torch thread: these models are tiny, and on a shared 2-core machine two threads
-    wait on each other (measured: pair generation 4.4x faster with one thread under load)."""
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def built_summary(folder: Path) -> dict:

@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from judgefree.testing.store_checks import assert_valid_store, rows
+from judgefree.threads import torch_threads
 
 # A torchrun job of two ranks and the same script in this process (the one-process reference),
 # each generating, scoring, training and answering with the real engine in the Triton
@@ -61,17 +62,11 @@ def _loop_here(tmp_path, out, argv, monkeypatch):
     """The script in this process, one torch thread (as each rank): no launcher, no imports."""
     import runpy
 
-    import torch
-
     script = tmp_path / "loop_script.py"
     script.write_text(_LOOP)
     monkeypatch.setattr(sys, "argv", [str(script), *argv[:2], str(out), *argv[2:]])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         runpy.run_path(str(script), run_name="__main__")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _loop(nproc, tmp_path, out, argv):

@@ -22,10 +22,12 @@ CONFIG = dict(finetune="lora", learning_rate=1e-3, epochs=3, batch_size=2, micro
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
+    import torch
     from judgefree.train.config import TrainConfig
     from judgefree.train.trainer import train_dpo
 
     model, pairs, out, kill_at, config = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), eval(sys.argv[5])
+    torch.set_num_threads(int(sys.argv[6]))  # the parent's: another count sums in another order
 
     def hook(step):
         if step == kill_at:
@@ -42,7 +44,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(train_llava_d
 
     out = tmp_path / "killed"
     child = subprocess.run([sys.executable, "-c", CHILD, str(train_llava_dir), str(llava_store), str(out), "5",
-                            repr(CONFIG)], capture_output=True, text=True, timeout=600,
+                            repr(CONFIG), str(torch.get_num_threads())], capture_output=True, text=True, timeout=600,
                            env={**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "1")})
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     assert [p.name for p in checkpoint_dirs(out)] == ["step-00000002", "step-00000004"]

@@ -28,18 +28,29 @@ MARGIN = 0.020
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    import torch
+
     from judgefree.world.build import world_folder
 
     root = tmp_path_factory.mktemp("world")
-    world = world_folder(SMALL, root / "cache", log=lambda line: None)
-    out = root / "run"
-    summary = run_world_demo(out, replace(CI_DEMO, seed=0), progress=False, log=lambda line: None, world=world)
-    return world, out, summary
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # not the one thread both use inside: they must give this count back
+    try:
+        world = world_folder(SMALL, root / "cache", log=lambda line: None)
+        after_build = torch.get_num_threads()
+        out = root / "run"
+        summary = run_world_demo(out, replace(CI_DEMO, seed=0), progress=False, log=lambda line: None, world=world)
+        threads = (after_build, torch.get_num_threads())
+    finally:
+        torch.set_num_threads(before)
+    return world, out, summary, threads
 
 
 @pytest.mark.slow  # builds a small world and runs one round: about 3 minutes on a loaded 2-core CPU
 def test_small_world_round_writes_its_reports_and_they_agree_with_the_captions(demo_run):
-    world, out, summary = demo_run
+    world, out, summary, threads = demo_run
+    # both run with one torch thread and give the caller's count back (a library call must not keep it)
+    assert threads == (3, 3)
     rounds = json.loads((out / "rounds.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [0, 1]
     held_out = scenes("eval", SMALL.eval_scenes)
@@ -77,7 +88,7 @@ def test_small_world_round_writes_its_reports_and_they_agree_with_the_captions(d
 
 @pytest.mark.slow  # four more rounds on the same world: about 40 s
 def test_the_loop_lowers_hallucination_on_the_small_world_by_the_measured_margin(demo_run, tmp_path):
-    world, out, summary = demo_run
+    world, out, summary, _ = demo_run
     deltas = []
     for seed in SEEDS:
         rounds = summary["rounds"] if seed == 0 else run_world_demo(
