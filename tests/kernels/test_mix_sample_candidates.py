@@ -283,6 +283,49 @@ def test_scratch_bytes_counts_every_buffer_the_launch_allocates(has_top_p, monke
                       per_row(2, torch.int32), per_row(False, torch.bool), per_row(0.0, torch.float32),
                       has_contrast=False, has_top_p=has_top_p)
     monkeypatch.undo()
-    outputs_and_marks = batch * (8 + 4 + 4 + 4) + batch * 4  # tokens, log-probs, cond, flags; served
+    # tokens, log-probs, cond, flags; the served marks only with top-p rows (without, launch 5
+    # reads none: no buffer, no memset)
+    outputs_and_marks = batch * (8 + 4 + 4 + 4) + (batch * 4 if has_top_p else 0)
     assert sum(allocated) == module.scratch_bytes(batch, vocab, has_top_p) + outputs_and_marks
     assert module.scratch_bytes(256, 152064) > 256 * 75 * CAND_CAP * 8  # the segments at least
+
+
+@pytest.mark.parametrize("pack_block", [16, None])
+def test_pivot_masses_of_each_chunk_match_its_candidates(pack_block, fresh_seed, monkeypatch):
+    """Launch 3b stores each (row, chunk) segment's mass at or above launch 4's 16 thresholds
+    (spread over launch 3's bracket [lo, hi) of bit patterns); launch 4 sums them in chunk order.
+    Recomputed here in float64 from the stored candidates, with 16-candidate blocks (the carry
+    across blocks of the GPU's 256) and whole segments, and the rows' tokens against the
+    reference."""
+    import judgefree.kernels.mix_sample_triton as triton_path
+
+    if pack_block is not None:
+        blocks = triton_path._candidate_blocks(5003)
+        monkeypatch.setattr(triton_path, "_candidate_blocks", lambda vocab: (*blocks[:4], pack_block))
+    made = []
+    real_scratch = triton_path._scratch
+    monkeypatch.setattr(triton_path, "_scratch", lambda *a: made.append(real_scratch(*a)) or made[-1])
+    gen = torch.Generator().manual_seed(fresh_seed)
+    batch, vocab = 4, 5003
+    c, u = lm_like(gen, batch, vocab, peak=8.0), lm_like(gen, batch, vocab, peak=8.0)
+    out, reference, served = run(c, u, torch.tensor([0.0, 0.5, 0.3, 0.7]), torch.tensor([1.0, 0.7, 1.3, 0.0]),
+                                 torch.tensor([0.9, 0.9, 0.5, 0.95]))
+    assert served.sum() >= 3  # a flat-ish row may leave it (a chunk over CAND_CAP)
+    assert_same(out, reference)
+    scratch = made[-1]
+    chunks = -(-vocab // 2048)
+    masses = scratch.pivot_mass.view(batch, chunks, 16).double()
+    checked = 0
+    for row in served.nonzero().flatten().tolist():
+        lo, hi = (int(x) for x in scratch.bounds[2 * row:2 * row + 2])
+        thresholds = torch.tensor([lo + (b * (hi - lo)) // 16 for b in range(16)], dtype=torch.int64)
+        for chunk in range(chunks):
+            n = int(scratch.cand_n[row * chunks + chunk])
+            start = (row * chunks + chunk) * CAND_CAP
+            bits = (scratch.cand[start:start + n] & 0xFFFFFFFF).to(torch.int32)
+            p = bits.view(torch.float32).double()
+            expected = torch.stack([p[bits.long() >= t].sum() for t in thresholds])
+            torch.testing.assert_close(masses[row, chunk], expected, rtol=1e-5, atol=1e-12)
+            assert expected[0] == p.sum()  # the first threshold is L: every candidate counts
+            checked += n > 0
+    assert checked >= 3 * served.sum()  # every served row has candidates in each of its 3 chunks
