@@ -456,8 +456,9 @@ DENSE_CAP = 2048  # candidates of tau's bucket gathered per row for the exact se
 # launch 4 (one program per row) on the row's dense candidate list: 8 warps keep more L2 reads
 # in flight per row, 1024-candidate blocks (full, but the last; 2048 spilled ~400 B under the
 # 128-register cap, and 4 warps at 1024 spilled too), [NUM_PIVOTS, 128] tiles for the exact
-# search on tau's bucket (a few hundred values); launch 3b copies 256 per iteration
-GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK = 1024, 128, 8, 256
+# search on tau's bucket (a few hundred values); launch 3b copies 64 per iteration into
+# [NUM_PIVOTS, 64] per-lane mass accumulators (32 registers of its one warp; reduced once)
+GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK = 1024, 128, 8, 64
 GPU_RACE_BLOCK = 512  # the race on one chunk's segment (at most CAND_CAP; ~190 at the 90th percentile)
 PACK_NUM_WARPS = 1  # launch 3b: a few hundred int64 per program; more warps only add fixed cost
 DRAW_MAXNREG = 128  # 2 CTAs of 256 threads per SM, its design
@@ -609,15 +610,18 @@ def _candidate_pack_kernel(
         if tl.max(counts, 0) <= CAP:
             offset = tl.sum(tl.where(j < chunk, counts, 0), 0)
             n = tl.sum(tl.where(j == chunk, counts, 0), 0)
-            t = _pivots(tl.load(bounds_ptr + 2 * row), tl.load(bounds_ptr + 2 * row + 1), NUM_PIVOTS, 0)
-            mass = tl.zeros([NUM_PIVOTS], dtype=tl.float32)
+            t = _pivots(tl.load(bounds_ptr + 2 * row), tl.load(bounds_ptr + 2 * row + 1), NUM_PIVOTS, 0)[:, None]
+            # [1, BLOCK] tiles broadcast in registers against the [NUM_PIVOTS, 1] thresholds, per-lane
+            # sums, one reduction per program (a 1-D tile went through shared memory to broadcast,
+            # and a reduction per block cost 160 shuffles and adds)
+            mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
             for s in range(0, n, BLOCK):
-                k = s + tl.arange(0, BLOCK)
+                k = s + tl.arange(0, BLOCK)[None, :]
                 packed = tl.load(cand_ptr + (row * NC + chunk) * CAP + k, mask=k < n, other=0)
                 tl.store(row_cand_ptr + row * NC * CAP + offset + k, packed, mask=k < n)
-                pv = (packed & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)  # past n: 0, below every t
-                mass += tl.sum(tl.where(pv.to(tl.int32, bitcast=True)[None, :] >= t[:, None], pv[None, :], 0.0), 1)
-            tl.store(pivot_mass_ptr + (row * NC + chunk) * NUM_PIVOTS + tl.arange(0, NUM_PIVOTS), mass)
+                bits = (packed & 0xFFFFFFFF).to(tl.int32)  # past n: 0, below every threshold
+                mass += tl.where(bits >= t, bits.to(tl.float32, bitcast=True), 0.0)
+            tl.store(pivot_mass_ptr + (row * NC + chunk) * NUM_PIVOTS + tl.arange(0, NUM_PIVOTS), tl.sum(mass, 1))
 
 
 @triton.jit
