@@ -15,8 +15,8 @@ per call). One pass over the logits in all. The top-p candidate path's rows stor
 combined statistics here.
 
 Launches 3, 3b and 4, the top-p candidate path (rows with top-p, no top-k, no contrast):
-the candidates p >= L per (row, chunk), copied to a dense per-row list, then tau and the draw
-per row on the candidates alone (see the section below).
+the candidates p >= L per (row, chunk), copied to a dense per-row list with each chunk's mass at
+16 thresholds, then tau and the draw per row on the candidates alone (see the section below).
 
 Launch 5, ``_mix_sample_kernel`` (grid B): every other row (rows served before run no loop
 iteration and store nothing here). Contrast mode's pass over the plausible tokens; only when
@@ -447,8 +447,9 @@ def _one_chunk_kernel(
 # kept set lies among the candidates p >= L. Measured on the real SmolLM2-135M (V = 49152, T = 1,
 # top-p 0.9-0.95) candidates are 0.4-19 % of V (docs/mix_sample.md). Launch 3 (rows x chunks) writes
 # them per chunk; launch 3b (rows x chunks) copies them to one dense list per row, in token
-# order; launch 4 (per row) finds tau's bucket from their mass at NUM_PIVOTS thresholds and
-# resolves tau and the draw on candidates alone, over full blocks of that list: the logits are
+# order, and sums each chunk's mass at NUM_PIVOTS thresholds; launch 4 (per row) finds tau's
+# bucket from those sums (added in chunk order) and resolves tau and the draw on candidates
+# alone, over full blocks of that list: the logits are
 # read twice in all (statistics, candidates). A row whose chunk holds more than CAND_CAP candidates (flat
 # distributions), or whose bound did not hold, is left to launch 5 (the full search).
 CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: token index << 32 | bits of p
@@ -900,9 +901,9 @@ def _scratch(batch: int, vocab: int, has_top_p: bool, device) -> _Scratch:
 
 def scratch_bytes(batch: int, vocab: int, has_top_p: bool = True) -> int:
     """Device bytes one ``mix_sample_triton`` call of this size allocates besides its outputs
-    (the engine keeps them free when it sizes the KV cache): 317 MB at B = 256, V = 152064
-    with top-p rows (17 MB at B = 64, V = 32000), almost all of it the candidate segments and
-    the rows' dense lists."""
+    (the engine keeps them free when it sizes the KV cache): 319 MB at B = 256, V = 152064
+    with top-p rows (17 MB at B = 64, V = 32000; 0.5 MB without top-p rows), almost all of it
+    the candidate segments and the rows' dense lists."""
     return sum(t.numel() * t.element_size() for t in _scratch(batch, vocab, has_top_p, "meta") if t is not None)
 
 
