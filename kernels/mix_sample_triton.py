@@ -89,22 +89,29 @@ def _scaled_minus(x, scale, offset, EMULATE_FMA: tl.constexpr):
 
 
 @triton.jit
-def _unit_exp(x, scale, offset, EMULATE_FMA: tl.constexpr):
+def _unit_exp(x, scale, offset, EMULATE_FMA: tl.constexpr, FAST_EXP: tl.constexpr = False):
     """min(exp(x * scale - offset), 1). offset is the max of the *rounded* x * scale; the
     fused form can exceed it by half an ulp (and exp.approx can round up), so the clamp is
-    what makes every p provably <= scale_c + scale_u, the search's upper bracket."""
-    return tl.minimum(tl.exp(_scaled_minus(x, scale, offset, EMULATE_FMA)), 1.0)
+    what makes every p provably <= scale_c + scale_u, the search's upper bracket. FAST_EXP (GPU
+    only, launch 3): tl.exp's own ex2.approx on x * log2(e) without its denormal fix (three
+    instructions per call): the same bits for every result >= 2^-126, 0 below."""
+    if FAST_EXP:
+        LOG2E: tl.constexpr = 1.4426950408889634
+        e = _exp2_ftz(_scaled_minus(x, scale, offset, EMULATE_FMA) * LOG2E, True)
+    else:
+        e = tl.exp(_scaled_minus(x, scale, offset, EMULATE_FMA))
+    return tl.minimum(e, 1.0)
 
 
 @triton.jit
 def _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-           HAS_CONTRAST: tl.constexpr, EMULATE_FMA: tl.constexpr):
+           HAS_CONTRAST: tl.constexpr, EMULATE_FMA: tl.constexpr, FAST_EXP: tl.constexpr = False):
     """Unfiltered p for a block (fp32). mix rows: scale_c = (1-h)/Z_c, scale_u = h/Z_u;
     contrast rows: scale_c = 1/Z_z over the plausible tokens (l_c >= cut). Every multiply-add
     is an explicit fma, and each exp term is <= 1: p <= round(scale_c + scale_u) whatever
     the compiler fuses, since rounding is monotone."""
-    term_u = tl.where(use_u, scale_u * _unit_exp(u, inv_t, max_u, EMULATE_FMA), 0.0)
-    mixed = tl.fma(scale_c, _unit_exp(c, inv_t, max_c, EMULATE_FMA), term_u)
+    term_u = tl.where(use_u, scale_u * _unit_exp(u, inv_t, max_u, EMULATE_FMA, FAST_EXP), 0.0)
+    mixed = tl.fma(scale_c, _unit_exp(c, inv_t, max_c, EMULATE_FMA, FAST_EXP), term_u)
     if HAS_CONTRAST:
         z = _contrast_logits(c, u, weight, use_u)
         contrasted = tl.where(c >= cut, scale_c * _unit_exp(z, inv_t, max_c, EMULATE_FMA), 0.0)
@@ -504,7 +511,7 @@ def _candidates_kernel(
     row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr,
-    CAP: tl.constexpr, EMULATE_FMA: tl.constexpr, FAST_STORE: tl.constexpr,
+    CAP: tl.constexpr, EMULATE_FMA: tl.constexpr, FAST_PTX: tl.constexpr,
 ):
     """Launch 3 (grid B x chunks; candidate-path rows only): p over one chunk, its candidates
     p >= L compacted in token order to the (row, chunk) segment as one int64 each (index in
@@ -528,13 +535,15 @@ def _candidates_kernel(
         in_row = offs < V
         c = tl.load(c_ptr + row * stride_c + offs, mask=in_row, other=-float("inf")).to(tl.float32)
         u = tl.load(u_ptr + row * stride_u + offs, mask=offs < tl.where(use_u, V, 0), other=-float("inf"))
+        # FAST_PTX: the candidates (p >= L, far above 2^-126) and the chunk's total get the bits
+        # tl.exp gives
         p = _probs(c, u.to(tl.float32), inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, 0.0, contrast,
-                   False, EMULATE_FMA)
+                   False, EMULATE_FMA, FAST_PTX)
         bits = tl.where(in_row, p.to(tl.int32, bitcast=True), -1)
         candidate = bits >= lo
         rank = tl.cumsum(candidate.to(tl.int32), 0) - 1
         packed = (offs.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
-        _scatter(cand_ptr + (row * NC + chunk) * CAP + rank, packed, candidate & (rank < CAP), FAST_STORE)
+        _scatter(cand_ptr + (row * NC + chunk) * CAP + rank, packed, candidate & (rank < CAP), FAST_PTX)
         tl.store(cand_n_ptr + row * NC + chunk, tl.sum(candidate.to(tl.int32), 0))
         tl.store(chunk_mass_ptr + row * NC + chunk, tl.sum(tl.where(in_row, p, 0.0), 0))
         if chunk == 0:  # launch 4 reads the bracket from here: no second computation to agree with
@@ -633,7 +642,7 @@ def _candidate_draw_kernel(
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
     CAP: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr, RACE_BLOCK: tl.constexpr,
-    DENSE_CAP: tl.constexpr, NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr, FAST_STORE: tl.constexpr,
+    DENSE_CAP: tl.constexpr, NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr, FAST_PTX: tl.constexpr,
 ):
     """Launch 4 (grid B; candidate-path rows), on the row's dense candidate list (launch 3b's,
     token order): the candidates' mass at NUM_PIVOTS thresholds over [L, the upper bracket)
@@ -689,7 +698,7 @@ def _candidate_draw_kernel(
                 bits = pv.to(tl.int32, bitcast=True)
                 in_bucket = (bits >= t_lo) & (bits < t_hi)
                 slot = gathered + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
-                _scatter(dense + slot, pv, in_bucket & (slot < DENSE_CAP), FAST_STORE)
+                _scatter(dense + slot, pv, in_bucket & (slot < DENSE_CAP), FAST_PTX)
                 gathered += tl.sum(in_bucket.to(tl.int32), 0)
             if gathered <= DENSE_CAP:
                 tl.debug_barrier()  # the gathered values are read back by other threads
@@ -964,7 +973,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
             logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
             row_stats, *candidates,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, CAP=CAND_CAP,
-            EMULATE_FMA=emulate_fma, FAST_STORE=not triton_interpreting(), num_warps=num_warps,
+            EMULATE_FMA=emulate_fma, FAST_PTX=not triton_interpreting(), num_warps=num_warps,
             **_maxnreg(CAND_MAXNREG),
         )
         _candidate_pack_kernel[(batch, chunks)](
@@ -978,7 +987,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
             tokens, logprobs, cond, flags,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
             BLOCK=cand_block, SEARCH_BLOCK=search_block, RACE_BLOCK=race_block, DENSE_CAP=DENSE_CAP,
-            NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, FAST_STORE=not triton_interpreting(),
+            NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, FAST_PTX=not triton_interpreting(),
             num_warps=draw_warps, **_maxnreg(DRAW_MAXNREG),
         )
     _mix_sample_kernel[(batch,)](

@@ -329,3 +329,37 @@ def test_pivot_masses_of_each_chunk_match_its_candidates(pack_block, fresh_seed,
             assert expected[0] == p.sum()  # the first threshold is L: every candidate counts
             checked += n > 0
     assert checked >= 3 * served.sum()  # every served row has candidates in each of its 3 chunks
+
+
+@pytest.mark.parametrize("has_top_p", [True, False])
+def test_no_buffer_needs_zeroing(has_top_p, monkeypatch):
+    """Every buffer a call allocates is written before it is read, so none is zeroed per step:
+    with each ``torch.empty`` filled with garbage (NaN, or 1: a served mark launch 5 must not
+    believe when the candidate path did not run) the answers are bit for bit the plain ones.
+    The rows take every launch: no filter (2), top-p (3-4), greedy and top-k, a flat top-p row
+    and contrast (5)."""
+    from judgefree.kernels import mix_sample_triton as module
+
+    gen = torch.Generator().manual_seed(5)
+    batch, vocab = 6, 4100
+    c, u = lm_like(gen, batch, vocab), lm_like(gen, batch, vocab)
+    c[4] = torch.randn(vocab, generator=gen) * 0.01  # flat: left to launch 5
+    per_row = lambda values, dtype: torch.tensor(values, dtype=dtype)  # noqa: E731
+    args = (c, u, per_row([0.5, 0.3, 0.0, 0.5, 0.5, 0.4], torch.float32),
+            per_row([1.0, 0.8, 0.0, 1.0, 1.0, 1.0], torch.float32), per_row([0, 0, 0, 30, 0, 0], torch.int32),
+            per_row([1.0, 0.9, 0.9, 1.0, 0.9, 1.0], torch.float32), torch.arange(batch, dtype=torch.int64) + 1,
+            per_row([3] * batch, torch.int32), per_row([False] * 5 + [True], torch.bool),
+            log_beta_rows(0.1, batch, "cpu"))
+    plain = mix_sample_triton(*args, has_contrast=True, has_top_p=has_top_p)
+    real = torch.empty
+
+    def garbage(*shape, **kwargs):
+        tensor = real(*shape, **kwargs)
+        return tensor.fill_(float("nan") if tensor.is_floating_point() else 1)
+
+    monkeypatch.setattr(module.torch, "empty", garbage)
+    dirty = mix_sample_triton(*args, has_contrast=True, has_top_p=has_top_p)
+    monkeypatch.undo()
+    for a, b in zip(plain, dirty):
+        assert torch.equal(a, b), (a, b)
+    assert not torch.isnan(plain[1]).any()
