@@ -13,6 +13,7 @@ from judgefree.kernels.mix_sample_ref import final_distribution, log_beta_rows, 
 from judgefree.kernels.mix_sample_triton import CAND_CAP, mix_sample_triton
 
 TOL = 2e-5
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the interpreter runs on CPU tensors
 
 
 def lm_like(gen, batch, vocab, *, scale=2.0, peak=12.0):
@@ -23,7 +24,7 @@ def lm_like(gen, batch, vocab, *, scale=2.0, peak=12.0):
     return rows
 
 
-def run(c, u, h, temperature, top_p, *, top_k=0, contrast=False, seeds=None, step=5, device="cpu"):
+def run(c, u, h, temperature, top_p, *, top_k=0, contrast=False, seeds=None, step=5, device=DEVICE):
     """(kernel outputs on the host, the reference's, which rows the candidate path served)."""
     batch = c.shape[0]
     per_row = lambda v, dtype: torch.as_tensor(v, dtype=dtype).expand(batch).contiguous()  # noqa: E731
@@ -195,7 +196,8 @@ def test_without_the_host_hint_top_p_rows_take_the_full_search_and_agree(fresh_s
     args = (c, u, per_row(0.5, torch.float32), per_row(1.0, torch.float32), per_row(0, torch.int32),
             per_row(0.9, torch.float32), torch.arange(4, dtype=torch.int64), per_row(2, torch.int32),
             per_row(False, torch.bool), log_beta_rows(0.1, 4, "cpu"))
-    served = torch.zeros(4, dtype=torch.int32)
+    args = tuple(a.to(DEVICE) for a in args)
+    served = torch.zeros(4, dtype=torch.int32, device=DEVICE)
     with_path = mix_sample_triton(*args, has_contrast=False, served_out=served)
     assert served.sum() >= 3  # LM-like rows at T = 1: all but a rare flat one are served
     without = mix_sample_triton(*args, has_contrast=False, has_top_p=False, served_out=served)
@@ -278,10 +280,10 @@ def test_scratch_bytes_counts_every_buffer_the_launch_allocates(has_top_p, monke
     gen = torch.Generator().manual_seed(3)
     c = lm_like(gen, batch, vocab)
     per_row = lambda v, dtype: torch.full((batch,), v, dtype=dtype)  # noqa: E731
-    mix_sample_triton(c, c.flip(1).contiguous(), per_row(0.3, torch.float32), per_row(1.0, torch.float32),
-                      per_row(0, torch.int32), per_row(0.9, torch.float32), torch.arange(batch) + 1,
-                      per_row(2, torch.int32), per_row(False, torch.bool), per_row(0.0, torch.float32),
-                      has_contrast=False, has_top_p=has_top_p)
+    args = (c, c.flip(1).contiguous(), per_row(0.3, torch.float32), per_row(1.0, torch.float32),
+            per_row(0, torch.int32), per_row(0.9, torch.float32), torch.arange(batch) + 1,
+            per_row(2, torch.int32), per_row(False, torch.bool), per_row(0.0, torch.float32))
+    mix_sample_triton(*(a.to(DEVICE) for a in args), has_contrast=False, has_top_p=has_top_p)
     monkeypatch.undo()
     # tokens, log-probs, cond, flags; the served marks only with top-p rows (without, launch 5
     # reads none: no buffer, no memset)
@@ -350,6 +352,7 @@ def test_no_buffer_needs_zeroing(has_top_p, monkeypatch):
             per_row([1.0, 0.9, 0.9, 1.0, 0.9, 1.0], torch.float32), torch.arange(batch, dtype=torch.int64) + 1,
             per_row([3] * batch, torch.int32), per_row([False] * 5 + [True], torch.bool),
             log_beta_rows(0.1, batch, "cpu"))
+    args = tuple(a.to(DEVICE) for a in args)
     plain = mix_sample_triton(*args, has_contrast=True, has_top_p=has_top_p)
     real = torch.empty
 
