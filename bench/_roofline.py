@@ -64,9 +64,9 @@ def assumptions() -> list[str]:
         "Data reuse: a re-read hits L2 when the data in use by the resident CTAs fits in L2, otherwise it is "
         "counted again from HBM.",
         f"mix_sample: top-p rows take the candidate path: candidates are {CANDIDATE_FRACTION:.1%} of V (the 90th "
-        f"percentile measured on SmolLM2-135M), copied to a dense per-row list (launch 3b, which also sums each chunk's "
-        f"mass at the 16 thresholds) that the per-row draw reads in full blocks (the bucket gather, the chunk "
-        f"pick half of one pass on average), {DENSE_SEARCH_PASSES} "
+        "percentile measured on SmolLM2-135M), copied to a dense per-row list (launch 3b, which also sums each "
+        "chunk's mass at the 16 thresholds) that the per-row draw reads in full blocks (the bucket gather, the "
+        f"chunk pick half of one pass on average), {DENSE_SEARCH_PASSES} "
         f"exact-search passes on tau's bucket of {BUCKET_CANDIDATES} values (same probe, 90th percentile), the "
         f"race on one chunk's candidates; the full search ({SEARCH_PASSES} passes) only for rows it cannot "
         "serve (not modelled); top-k off; sampled rows (the greedy-only loop runs no iteration).",
