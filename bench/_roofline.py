@@ -64,8 +64,9 @@ def assumptions() -> list[str]:
         "Data reuse: a re-read hits L2 when the data in use by the resident CTAs fits in L2, otherwise it is "
         "counted again from HBM.",
         f"mix_sample: top-p rows take the candidate path: candidates are {CANDIDATE_FRACTION:.1%} of V (the 90th "
-        f"percentile measured on SmolLM2-135M), copied to a dense per-row list (launch 3b) that the per-row "
-        f"draw reads in full blocks (2 passes, the chunk pick half of one on average), {DENSE_SEARCH_PASSES} "
+        "percentile measured on SmolLM2-135M), copied to a dense per-row list (launch 3b, which also sums each "
+        "chunk's mass at the 16 thresholds) that the per-row draw reads in full blocks (the bucket gather, the "
+        f"chunk pick half of one pass on average), {DENSE_SEARCH_PASSES} "
         f"exact-search passes on tau's bucket of {BUCKET_CANDIDATES} values (same probe, 90th percentile), the "
         f"race on one chunk's candidates; the full search ({SEARCH_PASSES} passes) only for rows it cannot "
         "serve (not modelled); top-k off; sampled rows (the greedy-only loop runs no iteration).",
@@ -224,22 +225,24 @@ def _candidate_path(candidates: dict, pack: dict, draw: dict, batch: int, vocab:
     resident = _resident(candidates, programs)
     out = [Work(candidates["kernel"], programs, resident, hbm, reread + written + row_stats, 0.0, instructions,
                 resident * chunk * dtype_bytes * paths, unmodelled)]
-    # 3b: each (row, chunk) copies its segment to the row's dense list (L2 both ways)
+    # 3b: each (row, chunk) copies its segment to the row's dense list (L2 both ways) and stores its
+    # mass at launch 4's thresholds (NUM_PIVOTS floats)
     pack_block = pack["cases"][0]["args"]["BLOCK"]
+    pivot_masses = programs * pack["cases"][0]["args"]["NUM_PIVOTS"] * 4
     instructions, unmodelled = _issue(pack, [programs * math.ceil(per_chunk / pack_block)], programs)
     resident = _resident(pack, programs)
-    out.append(Work(pack["kernel"], programs, resident, 0.0, 2 * written, 0.0, instructions,
+    out.append(Work(pack["kernel"], programs, resident, 0.0, 2 * written + pivot_masses, 0.0, instructions,
                     resident * pack_block * 8, unmodelled))
-    # 4: its own loops in source order: threshold masses, greedy-only first argmax, bucket gather,
-    # kept bucket mass, the chunk pick (a while loop, stops at the crossing), the race
+    # 4: its own loops in source order: greedy-only first argmax, bucket gather, kept bucket mass,
+    # the chunk pick (a while loop, stops at the crossing), the race (the threshold masses are 3b's)
     block = draw["cases"][0]["args"]["BLOCK"]
     search_block = draw["cases"][0]["args"]["SEARCH_BLOCK"]
     row_blocks = math.ceil(per_row / block)
     bucket_blocks = math.ceil(BUCKET_CANDIDATES / search_block)
     own = [i for i, lp in enumerate(draw["loops"]) if lp["function"] == draw["kernel"]]
-    if len(own) != 6:
-        raise ValueError(f"{draw['kernel']}: {len(own)} loops, the model knows 6 (update _candidate_path)")
-    per_own = dict(zip(own, (row_blocks, 0, row_blocks, bucket_blocks, (row_blocks + 1) / 2,
+    if len(own) != 5:
+        raise ValueError(f"{draw['kernel']}: {len(own)} loops, the model knows 5 (update _candidate_path)")
+    per_own = dict(zip(own, (0, row_blocks, bucket_blocks, (row_blocks + 1) / 2,
                              math.ceil(per_chunk / draw["cases"][0]["args"]["RACE_BLOCK"]))))
     iterations = []
     for i, loop in enumerate(draw["loops"]):
@@ -250,9 +253,9 @@ def _candidate_path(candidates: dict, pack: dict, draw: dict, batch: int, vocab:
         else:
             iterations.append(None)
     instructions, unmodelled = _issue(draw, iterations, batch)
-    # from L2: the threshold masses and the gather load a candidate's low word (4 B), the chunk pick
-    # both words over half the list on average, the race one segment
-    read = batch * (per_row * (4 + 4 + 8 / 2) + per_chunk * 8) + partials
+    # from L2: 3b's threshold masses, the gather a candidate's low word (4 B), the chunk pick both
+    # words over half the list on average, the race one segment
+    read = batch * (per_row * (4 + 8 / 2) + per_chunk * 8) + partials + pivot_masses
     # in flight: one block of the dense list (its low words: the passes load 32 bits a candidate)
     out.append(_row_launch(draw, batch, instructions, unmodelled, 0.0, read, _resident(draw, batch) * block * 4))
     return out

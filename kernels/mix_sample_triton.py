@@ -15,8 +15,8 @@ per call). One pass over the logits in all. The top-p candidate path's rows stor
 combined statistics here.
 
 Launches 3, 3b and 4, the top-p candidate path (rows with top-p, no top-k, no contrast):
-the candidates p >= L per (row, chunk), copied to a dense per-row list, then tau and the draw
-per row on the candidates alone (see the section below).
+the candidates p >= L per (row, chunk), copied to a dense per-row list with each chunk's mass at
+16 thresholds, then tau and the draw per row on the candidates alone (see the section below).
 
 Launch 5, ``_mix_sample_kernel`` (grid B): every other row (rows served before run no loop
 iteration and store nothing here). Contrast mode's pass over the plausible tokens; only when
@@ -89,22 +89,29 @@ def _scaled_minus(x, scale, offset, EMULATE_FMA: tl.constexpr):
 
 
 @triton.jit
-def _unit_exp(x, scale, offset, EMULATE_FMA: tl.constexpr):
+def _unit_exp(x, scale, offset, EMULATE_FMA: tl.constexpr, FAST_EXP: tl.constexpr = False):
     """min(exp(x * scale - offset), 1). offset is the max of the *rounded* x * scale; the
     fused form can exceed it by half an ulp (and exp.approx can round up), so the clamp is
-    what makes every p provably <= scale_c + scale_u, the search's upper bracket."""
-    return tl.minimum(tl.exp(_scaled_minus(x, scale, offset, EMULATE_FMA)), 1.0)
+    what makes every p provably <= scale_c + scale_u, the search's upper bracket. FAST_EXP (GPU
+    only, launch 3): tl.exp's own ex2.approx on x * log2(e) without its denormal fix (three
+    instructions per call): the same bits for every result >= 2^-126, 0 below."""
+    if FAST_EXP:
+        LOG2E: tl.constexpr = 1.4426950408889634
+        e = _exp2_ftz(_scaled_minus(x, scale, offset, EMULATE_FMA) * LOG2E, True)
+    else:
+        e = tl.exp(_scaled_minus(x, scale, offset, EMULATE_FMA))
+    return tl.minimum(e, 1.0)
 
 
 @triton.jit
 def _probs(c, u, inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, cut, contrast,
-           HAS_CONTRAST: tl.constexpr, EMULATE_FMA: tl.constexpr):
+           HAS_CONTRAST: tl.constexpr, EMULATE_FMA: tl.constexpr, FAST_EXP: tl.constexpr = False):
     """Unfiltered p for a block (fp32). mix rows: scale_c = (1-h)/Z_c, scale_u = h/Z_u;
     contrast rows: scale_c = 1/Z_z over the plausible tokens (l_c >= cut). Every multiply-add
     is an explicit fma, and each exp term is <= 1: p <= round(scale_c + scale_u) whatever
     the compiler fuses, since rounding is monotone."""
-    term_u = tl.where(use_u, scale_u * _unit_exp(u, inv_t, max_u, EMULATE_FMA), 0.0)
-    mixed = tl.fma(scale_c, _unit_exp(c, inv_t, max_c, EMULATE_FMA), term_u)
+    term_u = tl.where(use_u, scale_u * _unit_exp(u, inv_t, max_u, EMULATE_FMA, FAST_EXP), 0.0)
+    mixed = tl.fma(scale_c, _unit_exp(c, inv_t, max_c, EMULATE_FMA, FAST_EXP), term_u)
     if HAS_CONTRAST:
         z = _contrast_logits(c, u, weight, use_u)
         contrasted = tl.where(c >= cut, scale_c * _unit_exp(z, inv_t, max_c, EMULATE_FMA), 0.0)
@@ -119,13 +126,20 @@ def _contrast_logits(c, u, weight, use_u):
 
 
 @triton.jit
+def _word_uniform(word):
+    """A Philox word as u in (0, 1): its top 24 bits, ((bits >> 8) + 0.5) / 2^24, as
+    ``philox.uniform_noise`` maps them (every noise of the op goes through here)."""
+    return ((word.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+
+
+@triton.jit
 def _uniform_noise(seed, step_hi, start, BLOCK: tl.constexpr):
     """u in (0, 1) for tokens start..start+BLOCK-1: word i % 4 of Philox at counter
     (i // 4, step), bit-identical to ``philox.uniform_noise`` (start is a multiple of 4)."""
     quad = (start // 4 + tl.arange(0, BLOCK // 4)).to(tl.int64) | step_hi
     w0, w1, w2, w3 = tl.randint4x(seed, quad)
     words = tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), [BLOCK])  # w0 w1 w2 w3 per quad
-    return ((words.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+    return _word_uniform(words)
 
 
 @triton.jit
@@ -207,7 +221,15 @@ def _chunk_uniform(seed, step_hi):
     """The row's chunk draw, bit-identical to ``philox.chunk_uniform``: word 0 of Philox at
     counter (0xFFFFFFFF, step), which no token's noise uses."""
     w0, _, _, _ = tl.randint4x(seed, step_hi | 4294967295)
-    return ((w0.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+    return _word_uniform(w0)
+
+
+@triton.jit
+def _row_contrast(contrast_ptr, row, HAS_CONTRAST: tl.constexpr):
+    """Whether the row contrasts; without contrast rows in the launch a constant False."""
+    if HAS_CONTRAST:
+        return tl.load(contrast_ptr + row) != 0
+    return row < 0  # never true: no contrast row in this launch
 
 
 @triton.jit
@@ -220,11 +242,15 @@ def _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U: tl.constexpr, HA
         use_u = weight > 0.0
     else:
         use_u = weight > float("inf")  # never true: there is no unconditional path
-    if HAS_CONTRAST:
-        contrast = tl.load(contrast_ptr + row) != 0
-    else:
-        contrast = weight > float("inf")  # never true: no contrast row in this launch
-    return weight, temp, inv_t, use_u, contrast
+    return weight, temp, inv_t, use_u, _row_contrast(contrast_ptr, row, HAS_CONTRAST)
+
+
+@triton.jit
+def _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut):
+    """(scale_c, scale_u, max_u) of a mix row: p = scale_c e^(l_c/T - max_c) + scale_u e^(l_u/T - max_u)."""
+    scale_c = (1.0 - weight) / sum_ct
+    scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
+    return scale_c, scale_u, tl.where(use_u, max_ut, 0.0)
 
 
 @triton.jit
@@ -401,9 +427,7 @@ def _one_chunk_kernel(
         u_row = u_ptr + row * stride_u
         max_c1, sum_c1, max_c, sum_ct, max_ut, sum_ut, flags = _row_statistics(
             part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
-        scale_c = (1.0 - weight) / sum_ct
-        scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
-        max_u = tl.where(use_u, max_ut, 0.0)
+        scale_c, scale_u, max_u = _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut)
         chunk = tl.arange(0, NC_PAD)
         valid = chunk < NC
         part = part_ptr + row * NC + chunk
@@ -430,8 +454,9 @@ def _one_chunk_kernel(
 # kept set lies among the candidates p >= L. Measured on the real SmolLM2-135M (V = 49152, T = 1,
 # top-p 0.9-0.95) candidates are 0.4-19 % of V (docs/mix_sample.md). Launch 3 (rows x chunks) writes
 # them per chunk; launch 3b (rows x chunks) copies them to one dense list per row, in token
-# order; launch 4 (per row) finds tau's bucket from their mass at NUM_PIVOTS thresholds and
-# resolves tau and the draw on candidates alone, over full blocks of that list: the logits are
+# order, and sums each chunk's mass at NUM_PIVOTS thresholds; launch 4 (per row) finds tau's
+# bucket from those sums (added in chunk order) and resolves tau and the draw on candidates
+# alone, over full blocks of that list: the logits are
 # read twice in all (statistics, candidates). A row whose chunk holds more than CAND_CAP candidates (flat
 # distributions), or whose bound did not hold, is left to launch 5 (the full search).
 CAND_CAP = 1024  # candidates stored per (row, chunk), one int64 each: token index << 32 | bits of p
@@ -439,8 +464,9 @@ DENSE_CAP = 2048  # candidates of tau's bucket gathered per row for the exact se
 # launch 4 (one program per row) on the row's dense candidate list: 8 warps keep more L2 reads
 # in flight per row, 1024-candidate blocks (full, but the last; 2048 spilled ~400 B under the
 # 128-register cap, and 4 warps at 1024 spilled too), [NUM_PIVOTS, 128] tiles for the exact
-# search on tau's bucket (a few hundred values); launch 3b copies 256 per iteration
-GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK = 1024, 128, 8, 256
+# search on tau's bucket (a few hundred values); launch 3b copies 64 per iteration into
+# [NUM_PIVOTS, 64] per-lane mass accumulators (32 registers of its one warp; reduced once)
+GPU_CAND_BLOCK, GPU_DRAW_SEARCH_BLOCK, DRAW_NUM_WARPS, GPU_PACK_BLOCK = 1024, 128, 8, 64
 GPU_RACE_BLOCK = 512  # the race on one chunk's segment (at most CAND_CAP; ~190 at the 90th percentile)
 PACK_NUM_WARPS = 1  # launch 3b: a few hundred int64 per program; more warps only add fixed cost
 DRAW_MAXNREG = 128  # 2 CTAs of 256 threads per SM, its design
@@ -459,11 +485,24 @@ def _compact(top_k, top_p, V, contrast):
 
 
 @triton.jit
-def _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut):
-    """(scale_c, scale_u, max_u) of a mix row: p = scale_c e^(l_c/T - max_c) + scale_u e^(l_u/T - max_u)."""
-    scale_c = (1.0 - weight) / sum_ct
-    scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
-    return scale_c, scale_u, tl.where(use_u, max_ut, 0.0)
+def _scatter(ptr, value, mask, FAST: tl.constexpr):
+    """``tl.store(ptr, value, mask=mask)`` at data-dependent addresses (a compaction), int64 or
+    32-bit values. On the GPU one predicated st.global per element in the operands' own layout:
+    Triton's store first moves pointer, value and mask through shared memory to a
+    one-element-per-thread layout (its coalescing of a scatter), 14 instructions per element in
+    launch 3. The interpreter (no inline asm) takes tl.store."""
+    if FAST:
+        if value.dtype.primitive_bitwidth == 64:
+            tl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b64 [$1], $2; mov.b32 $0, 0; }",
+                "=r,l,l,r", [ptr, value, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+        else:
+            tl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.b32 $0, 0; }",
+                "=r,l,r,r", [ptr, value.to(tl.int32, bitcast=True), mask.to(tl.int32)], dtype=tl.int32,
+                is_pure=False, pack=1)
+    else:
+        tl.store(ptr, value, mask=mask)
 
 
 @triton.jit
@@ -472,7 +511,7 @@ def _candidates_kernel(
     row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr,
-    CAP: tl.constexpr, EMULATE_FMA: tl.constexpr,
+    CAP: tl.constexpr, EMULATE_FMA: tl.constexpr, FAST_PTX: tl.constexpr,
 ):
     """Launch 3 (grid B x chunks; candidate-path rows only): p over one chunk, its candidates
     p >= L compacted in token order to the (row, chunk) segment as one int64 each (index in
@@ -496,13 +535,15 @@ def _candidates_kernel(
         in_row = offs < V
         c = tl.load(c_ptr + row * stride_c + offs, mask=in_row, other=-float("inf")).to(tl.float32)
         u = tl.load(u_ptr + row * stride_u + offs, mask=offs < tl.where(use_u, V, 0), other=-float("inf"))
+        # FAST_PTX: the candidates (p >= L, far above 2^-126) and the chunk's total get the bits
+        # tl.exp gives
         p = _probs(c, u.to(tl.float32), inv_t, scale_c, max_c, scale_u, max_u, weight, use_u, 0.0, contrast,
-                   False, EMULATE_FMA)
+                   False, EMULATE_FMA, FAST_PTX)
         bits = tl.where(in_row, p.to(tl.int32, bitcast=True), -1)
         candidate = bits >= lo
         rank = tl.cumsum(candidate.to(tl.int32), 0) - 1
         packed = (offs.to(tl.int64) << 32) | bits.to(tl.int64)  # a candidate's bits are >= 0
-        tl.store(cand_ptr + (row * NC + chunk) * CAP + rank, packed, mask=candidate & (rank < CAP))
+        _scatter(cand_ptr + (row * NC + chunk) * CAP + rank, packed, candidate & (rank < CAP), FAST_PTX)
         tl.store(cand_n_ptr + row * NC + chunk, tl.sum(candidate.to(tl.int32), 0))
         tl.store(chunk_mass_ptr + row * NC + chunk, tl.sum(tl.where(in_row, p, 0.0), 0))
         if chunk == 0:  # launch 4 reads the bracket from here: no second computation to agree with
@@ -554,52 +595,59 @@ def _noise_at(seed, step_hi, index):
     at counter (i // 4, step))."""
     w0, w1, w2, w3 = tl.randint4x(seed, (index // 4).to(tl.int64) | step_hi)
     lane = index % 4
-    word = tl.where(lane == 0, w0, tl.where(lane == 1, w1, tl.where(lane == 2, w2, w3)))
-    return ((word.to(tl.uint32, bitcast=True) >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+    return _word_uniform(tl.where(lane == 0, w0, tl.where(lane == 1, w1, tl.where(lane == 2, w2, w3))))
 
 
 @triton.jit
 def _candidate_pack_kernel(
-    top_k_ptr, top_p_ptr, contrast_ptr, cand_ptr, cand_n_ptr, row_cand_ptr,
+    top_k_ptr, top_p_ptr, contrast_ptr, cand_ptr, cand_n_ptr, bounds_ptr, row_cand_ptr, pivot_mass_ptr,
     V, NC,
     HAS_CONTRAST: tl.constexpr, NC_PAD: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+    NUM_PIVOTS: tl.constexpr,
 ):
     """Launch 3b (grid B x chunks; candidate-path rows): copies the (row, chunk) segment's
     candidates to the row's dense list at the chunk's offset, the sum of the counts of the chunks
-    before it (integers: the same layout whatever the batch, and token order kept). Launch 4's
-    passes then run over full blocks of the row's candidates, not one partly filled block per
-    chunk. A row with a chunk over CAP (launch 5's) copies nothing."""
+    before it (integers: the same layout whatever the batch, and token order kept), and stores the
+    segment's mass at or above each of launch 4's NUM_PIVOTS thresholds (the same ``_pivots`` of
+    launch 3's bracket). Launch 4 then sums these [chunks, NUM_PIVOTS] partials in chunk order
+    instead of walking the whole list on one program per row (half the SMs at B = 64): that pass
+    runs here on B x chunks programs. A row with a chunk over CAP (launch 5's) copies nothing."""
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
-    if HAS_CONTRAST:
-        contrast = tl.load(contrast_ptr + row) != 0
-    else:
-        contrast = chunk < 0  # never true: no contrast row in this launch
-    if _compact(tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, contrast):
+    if _compact(tl.load(top_k_ptr + row), tl.load(top_p_ptr + row), V, _row_contrast(contrast_ptr, row, HAS_CONTRAST)):
         j = tl.arange(0, NC_PAD)
         counts = tl.load(cand_n_ptr + row * NC + j, mask=j < NC, other=0)
         if tl.max(counts, 0) <= CAP:
             offset = tl.sum(tl.where(j < chunk, counts, 0), 0)
             n = tl.sum(tl.where(j == chunk, counts, 0), 0)
+            t = _pivots(tl.load(bounds_ptr + 2 * row), tl.load(bounds_ptr + 2 * row + 1), NUM_PIVOTS, 0)[:, None]
+            # [1, BLOCK] tiles broadcast in registers against the [NUM_PIVOTS, 1] thresholds, per-lane
+            # sums, one reduction per program (a 1-D tile went through shared memory to broadcast,
+            # and a reduction per block cost 160 shuffles and adds)
+            mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
             for s in range(0, n, BLOCK):
-                k = s + tl.arange(0, BLOCK)
+                k = s + tl.arange(0, BLOCK)[None, :]
                 packed = tl.load(cand_ptr + (row * NC + chunk) * CAP + k, mask=k < n, other=0)
                 tl.store(row_cand_ptr + row * NC * CAP + offset + k, packed, mask=k < n)
+                bits = (packed & 0xFFFFFFFF).to(tl.int32)  # past n: 0, below every threshold
+                mass += tl.where(bits >= t, bits.to(tl.float32, bitcast=True), 0.0)
+            tl.store(pivot_mass_ptr + (row * NC + chunk) * NUM_PIVOTS + tl.arange(0, NUM_PIVOTS), tl.sum(mass, 1))
 
 
 @triton.jit
 def _candidate_draw_kernel(
     c_ptr, stride_c, weight_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, step_ptr, contrast_ptr,
-    row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, row_cand_ptr, dense_ptr,
+    row_stats_ptr, cand_ptr, cand_n_ptr, chunk_mass_ptr, bounds_ptr, row_cand_ptr, pivot_mass_ptr, dense_ptr,
     served_ptr, tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
     HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
     CAP: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr, RACE_BLOCK: tl.constexpr,
-    DENSE_CAP: tl.constexpr, NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr,
+    DENSE_CAP: tl.constexpr, NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr, FAST_PTX: tl.constexpr,
 ):
     """Launch 4 (grid B; candidate-path rows), on the row's dense candidate list (launch 3b's,
     token order): the candidates' mass at NUM_PIVOTS thresholds over [L, the upper bracket)
-    gives tau's bucket (greedy rows also take the first largest p here: tau <= max p keeps it);
+    (launch 3b's per-chunk partials, summed in chunk order) gives tau's bucket (greedy rows
+    also take the first largest p here: tau <= max p keeps it);
     its candidates are gathered and tau found by the exact search on them; the kept mass is the
     mass above the bucket plus the bucket's values >= tau. Sampled rows then take the chunk of
     the first kept candidate whose running kept mass exceeds u_row x the kept mass (in exact
@@ -616,43 +664,41 @@ def _candidate_draw_kernel(
         valid = chunk < NC
         counts = tl.load(cand_n_ptr + row * NC + chunk, mask=valid, other=0)
         n_all = tl.sum(counts, 0)
-        listed = row * NC * CAP  # the row's dense candidate list
         target = top_p * tl.sum(tl.load(chunk_mass_ptr + row * NC + chunk, mask=valid, other=0.0), 0)
         lo = tl.load(bounds_ptr + 2 * row)
         hi = tl.load(bounds_ptr + 2 * row + 1)
         greedy = temp == 0.0
         pivot = tl.arange(0, NUM_PIVOTS)
         t = _pivots(lo, hi, NUM_PIVOTS, 0)
-        # the candidates' mass at or above each threshold: per-slot sums, one reduction (per-lane
-        # sums over 4 slots took 2.4x the instructions: the reshape costs more than it saves)
-        mass = tl.zeros([NUM_PIVOTS, BLOCK], dtype=tl.float32)
+        listed = tl.max(counts, 0) <= CAP  # else launch 3b listed nothing: launch 5's row
+        # the candidates' mass at or above each threshold: launch 3b's per-chunk sums, added in
+        # chunk order (a reduction whose shape is fixed by V: the same bits whatever the batch)
+        above = tl.sum(tl.load(pivot_mass_ptr + (row * NC + chunk[:, None]) * NUM_PIVOTS + pivot[None, :],
+                               mask=valid[:, None] & listed, other=0.0), 0)
         best = -1.0
         token = tl.program_id(0) * 0
-        listed_n = tl.where(tl.max(counts, 0) <= CAP, n_all, 0)  # else launch 3b listed nothing: launch 5's row
-        for s in range(0, listed_n, BLOCK):
-            pv = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)[0]
-            mass += tl.where(pv.to(tl.int32, bitcast=True)[None, :] >= t[:, None], pv[None, :], 0.0)
+        listed_n = tl.where(listed, n_all, 0)
+        row_list = row * NC * CAP  # the row's dense candidate list
         if greedy:  # the first largest p (blocks in token order): kept, as tau <= max p
             for s in range(0, listed_n, BLOCK):
-                pv, index = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), listed_n)
+                pv, index = _unpack(row_cand_ptr, row_list, s + tl.arange(0, BLOCK), listed_n)
                 top = tl.max(pv, 0)
                 if top > best:
                     best = top
                     token = tl.sum(tl.where(tl.arange(0, BLOCK) == tl.argmax(pv, 0), index, 0), 0)
-        above = tl.sum(mass, 1)
         b_star = tl.sum((above >= target).to(tl.int32), 0) - 1  # tau lies in [t_b*, t_b*+1)
         t_lo = tl.sum(tl.where(pivot == b_star, t, 0), 0)
         t_hi = tl.where(b_star == NUM_PIVOTS - 1, hi, tl.sum(tl.where(pivot == b_star + 1, t, 0), 0))
         above_hi = tl.sum(tl.where(pivot == b_star + 1, above, 0.0), 0)  # all kept: >= t_hi > tau
-        if (tl.max(counts, 0) <= CAP) & (b_star >= 0):
+        if listed & (b_star >= 0):
             dense = dense_ptr + row * DENSE_CAP
             gathered = 0
             for s in range(0, n_all, BLOCK):
-                pv = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), n_all)[0]
+                pv = _unpack(row_cand_ptr, row_list, s + tl.arange(0, BLOCK), n_all)[0]
                 bits = pv.to(tl.int32, bitcast=True)
                 in_bucket = (bits >= t_lo) & (bits < t_hi)
                 slot = gathered + tl.cumsum(in_bucket.to(tl.int32), 0) - 1
-                tl.store(dense + slot, pv, mask=in_bucket & (slot < DENSE_CAP))
+                _scatter(dense + slot, pv, in_bucket & (slot < DENSE_CAP), FAST_PTX)
                 gathered += tl.sum(in_bucket.to(tl.int32), 0)
             if gathered <= DENSE_CAP:
                 tl.debug_barrier()  # the gathered values are read back by other threads
@@ -679,7 +725,7 @@ def _candidate_draw_kernel(
                     last = 0
                     s = 0
                     while (s < n_all) & (crossed < 0):
-                        pv, index = _unpack(row_cand_ptr, listed, s + tl.arange(0, BLOCK), n_all)
+                        pv, index = _unpack(row_cand_ptr, row_list, s + tl.arange(0, BLOCK), n_all)
                         kept_p = tl.where(pv.to(tl.int32, bitcast=True) >= tau, pv, 0.0)
                         over = ((running + tl.cumsum(kept_p, 0)) > threshold) & (kept_p > 0.0)
                         first = tl.min(tl.where(over, index, 2147483647), 0)  # token order: the first
@@ -713,12 +759,12 @@ def _mix_sample_kernel(
     part_ptr, part_stride, served_ptr,
     tokens_ptr, logprobs_ptr, cond_ptr, flags_ptr,
     V, NC,
-    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr,
+    HAS_U: tl.constexpr, HAS_CONTRAST: tl.constexpr, CHECK_SERVED: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_SEARCH: tl.constexpr, CHUNK: tl.constexpr, NC_PAD: tl.constexpr,
     NUM_PIVOTS: tl.constexpr, MAX_PASSES: tl.constexpr, EMULATE_FMA: tl.constexpr,
 ):
-    """Every other row (launch 3 of 3): greedy, top-k / top-p, contrast. Rows without
-    filters do nothing here."""
+    """Every other row (launch 5): greedy, top-k / top-p, contrast. Rows without filters, and
+    (CHECK_SERVED: the candidate path ran) the rows it marked served, do nothing here."""
     row = tl.program_id(0).to(tl.int64)
     weight, temp, inv_t, use_u, contrast = _row_params(weight_ptr, temp_ptr, contrast_ptr, row, HAS_U, HAS_CONTRAST)
     top_k = tl.load(top_k_ptr + row)
@@ -726,7 +772,9 @@ def _mix_sample_kernel(
     # Rows without filters were served by _one_chunk_kernel: here their loops run no
     # iteration and nothing is stored (no top-level branch around the body: wrapped in
     # one, ptxas spilled and the draw loop lost its do-while form).
-    skip = _unfiltered(temp, top_k, top_p, V, contrast) | (tl.load(served_ptr + row) != 0)
+    skip = _unfiltered(temp, top_k, top_p, V, contrast)
+    if CHECK_SERVED:
+        skip = skip | (tl.load(served_ptr + row) != 0)
     v_row = tl.where(skip, 0, V)
     NEG_INF: tl.constexpr = -float("inf")
     c_row = c_ptr + row * stride_c
@@ -738,10 +786,8 @@ def _mix_sample_kernel(
         part_ptr, part_stride, row, NC, use_u, contrast, NC_PAD)
     cut = max_c1 + tl.load(log_beta_ptr + row)
     # mix rows: p = (1-h)/Z_c exp(l_c/T - max) + h/Z_u exp(l_u/T - max)
-    scale_c = (1.0 - weight) / sum_ct
+    scale_c, scale_u, max_u = _mix_scales(weight, use_u, sum_ct, max_ut, sum_ut)
     max_c = max_ct
-    scale_u = tl.where(use_u, weight / tl.where(use_u, sum_ut, 1.0), 0.0)
-    max_u = tl.where(use_u, max_ut, 0.0)
     if contrast:
         # contrast logits over the plausible tokens; needs max l_c first, hence its own pass
         max_zt = NEG_INF
@@ -837,6 +883,7 @@ class _Scratch(NamedTuple):
     chunk_mass: torch.Tensor | None = None
     bounds: torch.Tensor | None = None
     row_cand: torch.Tensor | None = None  # each row's dense candidate list (launch 3b)
+    pivot_mass: torch.Tensor | None = None  # per (row, chunk): its mass at launch 4's thresholds (launch 3b)
     dense: torch.Tensor | None = None  # tau's bucket per row (launch 4)
 
 
@@ -856,15 +903,16 @@ def _scratch(batch: int, vocab: int, has_top_p: bool, device) -> _Scratch:
         chunk_mass=torch.empty(segments, **f32),
         bounds=torch.empty(2 * batch, dtype=torch.int32, device=device),
         row_cand=torch.empty(segments * CAND_CAP, dtype=torch.int64, device=device),
+        pivot_mass=torch.empty(segments * NUM_PIVOTS, **f32),
         dense=torch.empty(batch * DENSE_CAP, **f32),
     )
 
 
 def scratch_bytes(batch: int, vocab: int, has_top_p: bool = True) -> int:
     """Device bytes one ``mix_sample_triton`` call of this size allocates besides its outputs
-    (the engine keeps them free when it sizes the KV cache): 317 MB at B = 256, V = 152064
-    with top-p rows (17 MB at B = 64, V = 32000), almost all of it the candidate segments and
-    the rows' dense lists."""
+    (the engine keeps them free when it sizes the KV cache): 319 MB at B = 256, V = 152064
+    with top-p rows (17 MB at B = 64, V = 32000; 0.5 MB without top-p rows), almost all of it
+    the candidate segments and the rows' dense lists."""
     return sum(t.numel() * t.element_size() for t in _scratch(batch, vocab, has_top_p, "meta") if t is not None)
 
 
@@ -911,9 +959,12 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         EMULATE_FMA=emulate_fma,
         num_warps=num_warps,
     )
-    # launch 4 writes every row's mark; only without it must launch 5 find zeros (no memset per step then)
-    served = (torch.empty if has_top_p else torch.zeros)(batch, dtype=torch.int32, device=device) \
-        if served_out is None else (served_out if has_top_p else served_out.zero_())
+    # launch 4 writes every row's mark, which launch 5 reads; without top-p rows there is no mark
+    # to read (CHECK_SERVED=False) and no buffer: nothing to zero per step
+    if served_out is not None and not has_top_p:
+        served_out.zero_()  # (tests) no row was served
+    served = (served_out if served_out is not None else torch.empty(batch, dtype=torch.int32, device=device)) \
+        if has_top_p else flags  # never read then
     if has_top_p:
         cand_block, search_block, race_block, draw_warps, pack_block = _candidate_blocks(vocab)
         cand, row_cand, dense = scratch.cand, scratch.row_cand, scratch.dense
@@ -922,21 +973,22 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
             logits_c, u, logits_c.stride(0), u.stride(0), weight_u, temperature, top_k, top_p, contrast,
             row_stats, *candidates,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, CAP=CAND_CAP,
-            EMULATE_FMA=emulate_fma, num_warps=num_warps, **_maxnreg(CAND_MAXNREG),
+            EMULATE_FMA=emulate_fma, FAST_PTX=not triton_interpreting(), num_warps=num_warps,
+            **_maxnreg(CAND_MAXNREG),
         )
         _candidate_pack_kernel[(batch, chunks)](
-            top_k, top_p, contrast, cand, scratch.cand_n, row_cand, vocab, chunks,
-            HAS_CONTRAST=has_contrast, NC_PAD=nc_pad, CAP=CAND_CAP, BLOCK=pack_block,
+            top_k, top_p, contrast, cand, scratch.cand_n, scratch.bounds, row_cand, scratch.pivot_mass, vocab, chunks,
+            HAS_CONTRAST=has_contrast, NC_PAD=nc_pad, CAP=CAND_CAP, BLOCK=pack_block, NUM_PIVOTS=NUM_PIVOTS,
             num_warps=PACK_NUM_WARPS if not triton_interpreting() else 4,
         )
         _candidate_draw_kernel[(batch,)](
             logits_c, logits_c.stride(0), weight_u, temperature, top_k, top_p, seeds, steps, contrast,
-            row_stats, *candidates, row_cand, dense, served,
+            row_stats, *candidates, row_cand, scratch.pivot_mass, dense, served,
             tokens, logprobs, cond, flags,
             vocab, chunks, HAS_U=has_u, HAS_CONTRAST=has_contrast, CHUNK=CHUNK, NC_PAD=nc_pad, CAP=CAND_CAP,
             BLOCK=cand_block, SEARCH_BLOCK=search_block, RACE_BLOCK=race_block, DENSE_CAP=DENSE_CAP,
-            NUM_PIVOTS=NUM_PIVOTS,
-            MAX_PASSES=MAX_SEARCH_PASSES, num_warps=draw_warps, **_maxnreg(DRAW_MAXNREG),
+            NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, FAST_PTX=not triton_interpreting(),
+            num_warps=draw_warps, **_maxnreg(DRAW_MAXNREG),
         )
     _mix_sample_kernel[(batch,)](
         logits_c, u, logits_c.stride(0), u.stride(0),
@@ -944,7 +996,7 @@ def mix_sample_triton(logits_c, logits_u, weight_u, temperature, top_k, top_p, s
         partials, batch * chunks, served,
         tokens, logprobs, cond, flags,
         vocab, chunks,
-        HAS_U=has_u, HAS_CONTRAST=has_contrast,
+        HAS_U=has_u, HAS_CONTRAST=has_contrast, CHECK_SERVED=has_top_p,
         BLOCK=block, BLOCK_SEARCH=block_search, CHUNK=CHUNK, NC_PAD=nc_pad,
         NUM_PIVOTS=NUM_PIVOTS, MAX_PASSES=MAX_SEARCH_PASSES, EMULATE_FMA=emulate_fma, num_warps=num_warps,
         **_maxnreg(),

@@ -13,6 +13,7 @@ from judgefree.kernels.mix_sample_ref import final_distribution, log_beta_rows, 
 from judgefree.kernels.mix_sample_triton import CAND_CAP, mix_sample_triton
 
 TOL = 2e-5
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the interpreter runs on CPU tensors
 
 
 def lm_like(gen, batch, vocab, *, scale=2.0, peak=12.0):
@@ -23,7 +24,7 @@ def lm_like(gen, batch, vocab, *, scale=2.0, peak=12.0):
     return rows
 
 
-def run(c, u, h, temperature, top_p, *, top_k=0, contrast=False, seeds=None, step=5, device="cpu"):
+def run(c, u, h, temperature, top_p, *, top_k=0, contrast=False, seeds=None, step=5, device=DEVICE):
     """(kernel outputs on the host, the reference's, which rows the candidate path served)."""
     batch = c.shape[0]
     per_row = lambda v, dtype: torch.as_tensor(v, dtype=dtype).expand(batch).contiguous()  # noqa: E731
@@ -195,7 +196,8 @@ def test_without_the_host_hint_top_p_rows_take_the_full_search_and_agree(fresh_s
     args = (c, u, per_row(0.5, torch.float32), per_row(1.0, torch.float32), per_row(0, torch.int32),
             per_row(0.9, torch.float32), torch.arange(4, dtype=torch.int64), per_row(2, torch.int32),
             per_row(False, torch.bool), log_beta_rows(0.1, 4, "cpu"))
-    served = torch.zeros(4, dtype=torch.int32)
+    args = tuple(a.to(DEVICE) for a in args)
+    served = torch.zeros(4, dtype=torch.int32, device=DEVICE)
     with_path = mix_sample_triton(*args, has_contrast=False, served_out=served)
     assert served.sum() >= 3  # LM-like rows at T = 1: all but a rare flat one are served
     without = mix_sample_triton(*args, has_contrast=False, has_top_p=False, served_out=served)
@@ -278,11 +280,89 @@ def test_scratch_bytes_counts_every_buffer_the_launch_allocates(has_top_p, monke
     gen = torch.Generator().manual_seed(3)
     c = lm_like(gen, batch, vocab)
     per_row = lambda v, dtype: torch.full((batch,), v, dtype=dtype)  # noqa: E731
-    mix_sample_triton(c, c.flip(1).contiguous(), per_row(0.3, torch.float32), per_row(1.0, torch.float32),
-                      per_row(0, torch.int32), per_row(0.9, torch.float32), torch.arange(batch) + 1,
-                      per_row(2, torch.int32), per_row(False, torch.bool), per_row(0.0, torch.float32),
-                      has_contrast=False, has_top_p=has_top_p)
+    args = (c, c.flip(1).contiguous(), per_row(0.3, torch.float32), per_row(1.0, torch.float32),
+            per_row(0, torch.int32), per_row(0.9, torch.float32), torch.arange(batch) + 1,
+            per_row(2, torch.int32), per_row(False, torch.bool), per_row(0.0, torch.float32))
+    mix_sample_triton(*(a.to(DEVICE) for a in args), has_contrast=False, has_top_p=has_top_p)
     monkeypatch.undo()
-    outputs_and_marks = batch * (8 + 4 + 4 + 4) + batch * 4  # tokens, log-probs, cond, flags; served
+    # tokens, log-probs, cond, flags; the served marks only with top-p rows (without, launch 5
+    # reads none: no buffer, no memset)
+    outputs_and_marks = batch * (8 + 4 + 4 + 4) + (batch * 4 if has_top_p else 0)
     assert sum(allocated) == module.scratch_bytes(batch, vocab, has_top_p) + outputs_and_marks
     assert module.scratch_bytes(256, 152064) > 256 * 75 * CAND_CAP * 8  # the segments at least
+
+
+@pytest.mark.parametrize("pack_block", [16, None])
+def test_pivot_masses_of_each_chunk_match_its_candidates(pack_block, fresh_seed, monkeypatch):
+    """Launch 3b stores each (row, chunk) segment's mass at or above launch 4's 16 thresholds
+    (spread over launch 3's bracket [lo, hi) of bit patterns); launch 4 sums them in chunk order.
+    Recomputed here in float64 from the stored candidates, with 16-candidate blocks (the carry
+    across blocks of the GPU's 256) and whole segments, and the rows' tokens against the
+    reference."""
+    import judgefree.kernels.mix_sample_triton as triton_path
+
+    if pack_block is not None:
+        blocks = triton_path._candidate_blocks(5003)
+        monkeypatch.setattr(triton_path, "_candidate_blocks", lambda vocab: (*blocks[:4], pack_block))
+    made = []
+    real_scratch = triton_path._scratch
+    monkeypatch.setattr(triton_path, "_scratch", lambda *a: made.append(real_scratch(*a)) or made[-1])
+    gen = torch.Generator().manual_seed(fresh_seed)
+    batch, vocab = 4, 5003
+    c, u = lm_like(gen, batch, vocab, peak=8.0), lm_like(gen, batch, vocab, peak=8.0)
+    out, reference, served = run(c, u, torch.tensor([0.0, 0.5, 0.3, 0.7]), torch.tensor([1.0, 0.7, 1.3, 0.0]),
+                                 torch.tensor([0.9, 0.9, 0.5, 0.95]))
+    assert served.sum() >= 3  # a flat-ish row may leave it (a chunk over CAND_CAP)
+    assert_same(out, reference)
+    scratch = made[-1]
+    chunks = -(-vocab // 2048)
+    masses = scratch.pivot_mass.view(batch, chunks, 16).double()
+    checked = 0
+    for row in served.nonzero().flatten().tolist():
+        lo, hi = (int(x) for x in scratch.bounds[2 * row:2 * row + 2])
+        thresholds = torch.tensor([lo + (b * (hi - lo)) // 16 for b in range(16)], dtype=torch.int64)
+        for chunk in range(chunks):
+            n = int(scratch.cand_n[row * chunks + chunk])
+            start = (row * chunks + chunk) * CAND_CAP
+            bits = (scratch.cand[start:start + n] & 0xFFFFFFFF).to(torch.int32)
+            p = bits.view(torch.float32).double()
+            expected = torch.stack([p[bits.long() >= t].sum() for t in thresholds])
+            torch.testing.assert_close(masses[row, chunk], expected, rtol=1e-5, atol=1e-12)
+            assert expected[0] == p.sum()  # the first threshold is L: every candidate counts
+            checked += n > 0
+    assert checked >= 3 * served.sum()  # every served row has candidates in each of its 3 chunks
+
+
+@pytest.mark.parametrize("has_top_p", [True, False])
+def test_no_buffer_needs_zeroing(has_top_p, monkeypatch):
+    """Every buffer a call allocates is written before it is read, so none is zeroed per step:
+    with each ``torch.empty`` filled with garbage (NaN, or 1: a served mark launch 5 must not
+    believe when the candidate path did not run) the answers are bit for bit the plain ones.
+    The rows take every launch: no filter (2), top-p (3-4), greedy and top-k, a flat top-p row
+    and contrast (5)."""
+    from judgefree.kernels import mix_sample_triton as module
+
+    gen = torch.Generator().manual_seed(5)
+    batch, vocab = 6, 4100
+    c, u = lm_like(gen, batch, vocab), lm_like(gen, batch, vocab)
+    c[4] = torch.randn(vocab, generator=gen) * 0.01  # flat: left to launch 5
+    per_row = lambda values, dtype: torch.tensor(values, dtype=dtype)  # noqa: E731
+    args = (c, u, per_row([0.5, 0.3, 0.0, 0.5, 0.5, 0.4], torch.float32),
+            per_row([1.0, 0.8, 0.0, 1.0, 1.0, 1.0], torch.float32), per_row([0, 0, 0, 30, 0, 0], torch.int32),
+            per_row([1.0, 0.9, 0.9, 1.0, 0.9, 1.0], torch.float32), torch.arange(batch, dtype=torch.int64) + 1,
+            per_row([3] * batch, torch.int32), per_row([False] * 5 + [True], torch.bool),
+            log_beta_rows(0.1, batch, "cpu"))
+    args = tuple(a.to(DEVICE) for a in args)
+    plain = mix_sample_triton(*args, has_contrast=True, has_top_p=has_top_p)
+    real = torch.empty
+
+    def garbage(*shape, **kwargs):
+        tensor = real(*shape, **kwargs)
+        return tensor.fill_(float("nan") if tensor.is_floating_point() else 1)
+
+    monkeypatch.setattr(module.torch, "empty", garbage)
+    dirty = mix_sample_triton(*args, has_contrast=True, has_top_p=has_top_p)
+    monkeypatch.undo()
+    for a, b in zip(plain, dirty):
+        assert torch.equal(a, b), (a, b)
+    assert not torch.isnan(plain[1]).any()
