@@ -19,14 +19,15 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOGPROB_PATHS = ("auto", "triton", "torch", "eager", "liger")
 UNFILTERED_PATHS = ("eager", "liger")  # they do not run kernels.linear_logprobs' backward
 
+# The attention and MLP projections of a Llama language model; vision towers are never adapted.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 def check_filter_path(path: str, filter_eps: float | None, name: str = "filter_eps") -> None:
     """Gradient filtering is the kernel's backward: refuse it on a path that does not run it."""
     if filter_eps is not None and path in UNFILTERED_PATHS:
         raise ValueError(f"{name} filters kernels.linear_logprobs' backward; path {path!r} does not run it "
                          f"(use auto or triton)")
-# The attention and MLP projections of a Llama language model; vision towers are never adapted.
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(slots=True)

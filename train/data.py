@@ -75,19 +75,18 @@ def _reference(record: PairRecord, role: str) -> list[float] | None:
     return list(values)
 
 
-def load_examples(store_path: str | Path | PairStore, *, kept_only: bool = True) -> tuple[list[DPOExample], list[dict]]:
+def load_examples(store: str | Path | PairStore, *, kept_only: bool = True) -> tuple[list[DPOExample], list[dict]]:
     """The pairs to train on and the ones left out (``[{"pair_id", "reason"}]``).
 
     A curated store gives its kept pairs (``kept_only``) or every pair curation verified,
     whatever its split (``kept_only=False``); a pair curation dropped (no split: an empty
     response, an unreadable image, or CLIP's disagreement under ``on_disagreement="drop"``) is
     never trained on: it is left out with its reason. A generated store is accepted only with
-    ``kept_only=False`` (its pairs were never verified). ``store_path`` may be an open store.
+    ``kept_only=False`` (its pairs were never verified). ``store``: a folder or an open store.
     """
-    store = store_path if isinstance(store_path, PairStore) else PairStore(store_path)
-    store_path = store.path
+    store = store if isinstance(store, PairStore) else PairStore(store)
     if store.stage != "curated" and kept_only:
-        raise ValueError(f"{store_path} is a '{store.stage}' store: train on a curated store "
+        raise ValueError(f"{store.path} is a '{store.stage}' store: train on a curated store "
                          "(`judgefree curate`), or pass kept_only=False to use every pair")
     records = store.records(kept_only=kept_only and store.stage == "curated")
     examples, skipped = [], []
@@ -108,7 +107,7 @@ def load_examples(store_path: str | Path | PairStore, *, kept_only: bool = True)
             image=record.image or None, image_sha256=record.image_sha256 or None,
         ))
     if not examples:
-        raise ValueError(f"{store_path} holds no pair to train on ({len(skipped)} left out)")
+        raise ValueError(f"{store.path} holds no pair to train on ({len(skipped)} left out)")
     return examples, skipped
 
 
